@@ -1,0 +1,56 @@
+# edgecl — every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip --disable-pip-version-check -q
+DATA   ?= ../shared/data
+
+.PHONY: help install dev test test-slow lint format demo bench eval-mnist eval-imu clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.device: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e '.[dev,plot]'
+	touch $@ $(VENV)/.device
+
+install: $(VENV)/.device  ## install edgecl (device dependencies only) into .venv
+
+dev: $(VENV)/.dev  ## install edgecl with test, lint and plot tools
+
+lint: dev  ## ruff lint + format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: dev  ## apply ruff fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: dev lint  ## install dev deps, lint, run the test suite (slow tests skipped)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: dev  ## the slow tests only (full-dataset checks)
+	$(PY) -m pytest -m slow -q
+
+demo: install  ## run edgecl end to end on the embedded IMU data
+	$(VENV)/bin/edgecl eval --scenario domain-il --head slda
+
+bench: dev  ## learner micro-benchmarks (µs per learn/predict)
+	$(PY) tools/bench_learner.py
+
+eval-mnist: dev  ## split-MNIST class-IL, raw pixels, every head (needs ../shared/data)
+	$(PY) tools/report_eval.py mnist --data $(DATA)
+
+eval-imu: dev  ## smartwatch IMU class-IL and domain-IL, every head
+	$(PY) tools/report_eval.py imu
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

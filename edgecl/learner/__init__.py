@@ -1,0 +1,21 @@
+"""The numpy-only streaming learner: config, buffer, Fisher, heads, learner, state."""
+
+from __future__ import annotations
+
+from edgecl.learner.config import HEADS, LearnerConfig
+from edgecl.learner.fisher import OnlineFisher
+from edgecl.learner.heads import NCMHead, SLDAHead, SoftmaxHead
+from edgecl.learner.learner import StreamingLearner, plan_budget
+from edgecl.learner.reservoir import ReservoirBuffer
+
+__all__ = [
+    "HEADS",
+    "LearnerConfig",
+    "NCMHead",
+    "OnlineFisher",
+    "ReservoirBuffer",
+    "SLDAHead",
+    "SoftmaxHead",
+    "StreamingLearner",
+    "plan_budget",
+]

@@ -1,0 +1,323 @@
+"""Prediction heads over embeddings: NCM, streaming LDA and a softmax layer.
+
+Every head preallocates its arrays for ``max_classes`` at construction, learns
+one validated float64 sample at a time and scores a batch of samples. Classes
+never seen score ``-inf``; the learner turns scores into labels/probabilities.
+
+* :class:`NCMHead` — nearest class mean (Mensink et al. 2013). Stores per-class
+  sums and counts, so its means are exactly the batch class means.
+* :class:`SLDAHead` — Deep Streaming LDA (Hayes & Kanan 2020, "Lifelong machine
+  learning with deep streaming linear discriminant analysis"): running class
+  means plus one shared covariance updated by the rank-one rule
+  ``Σ ← (NΣ + n/(n+1)·δδᵀ)/(N+1)``, ``δ = x − μ_y``. Rank-one updates are queued
+  and applied ``slda_batch`` at a time as one GEMM (same sum, far fewer passes
+  over the d×d matrix). The precision ``((1−ε)Σ + εI)⁻¹`` is a cache refreshed
+  lazily, at predict time, once ``slda_refresh_every`` samples arrived.
+* :class:`SoftmaxHead` — a linear softmax classifier trained by SGD on each new
+  sample plus replayed ones, optionally regularised by EWC++ (see ``fisher.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgecl.errors import StateFileError
+from edgecl.learner.config import LearnerConfig
+from edgecl.learner.fisher import OnlineFisher
+
+__all__ = ["NCMHead", "SLDAHead", "SoftmaxHead", "make_head"]
+
+_F8 = 8  # bytes of a float64 / int64
+
+
+class _Head:
+    """Shared plumbing: class counts, state arrays, accounting."""
+
+    name = "head"
+
+    def __init__(self, cfg: LearnerConfig) -> None:
+        self.dim = cfg.dim
+        self.max_classes = cfg.max_classes
+        self.counts_ = np.zeros(cfg.max_classes, dtype=np.int64)
+
+    @property
+    def seen_mask(self) -> np.ndarray:
+        """Boolean mask of the classes learned at least once."""
+        return self.counts_ > 0
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Arrays that make up the learned state (saved to disk)."""
+        return {"counts_": self.counts_}
+
+    def cache_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays derived from the state (allocated, counted, not saved)."""
+        return {}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (*self.arrays().values(), *self.cache_arrays().values()))
+
+    def counters(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, arrays: dict[str, np.ndarray], counters: dict[str, Any]) -> None:
+        for name, dst in self.arrays().items():
+            src = arrays.get(name)
+            if src is None or src.shape != dst.shape or src.dtype != dst.dtype:
+                raise StateFileError(f"{self.name} array {name!r} missing or of the wrong shape")
+            dst[...] = src
+        if (self.counts_ < 0).any():
+            raise StateFileError(f"{self.name}: negative class counts")
+
+    def scores(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class NCMHead(_Head):
+    """Nearest class mean: score = −½‖x − μ_c‖².
+
+    >>> import numpy as np
+    >>> from edgecl.learner.config import LearnerConfig
+    >>> h = NCMHead(LearnerConfig(dim=2, max_classes=3, head="ncm"))
+    >>> h.learn(np.array([0.0, 0.0]), 0); h.learn(np.array([2.0, 2.0]), 0)
+    >>> h.means_[0].tolist()
+    [1.0, 1.0]
+    """
+
+    name = "ncm"
+
+    def __init__(self, cfg: LearnerConfig) -> None:
+        super().__init__(cfg)
+        self.sums_ = np.zeros((cfg.max_classes, cfg.dim), dtype=np.float64)
+
+    @staticmethod
+    def nbytes_for(cfg: LearnerConfig) -> int:
+        return _F8 * cfg.max_classes * (cfg.dim + 1)
+
+    @property
+    def means_(self) -> np.ndarray:
+        """Class means (rows of unseen classes are 0)."""
+        return self.sums_ / np.maximum(self.counts_, 1)[:, None]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"counts_": self.counts_, "sums_": self.sums_}
+
+    def learn(self, x: np.ndarray, y: int) -> None:
+        self.sums_[y] += x
+        self.counts_[y] += 1
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        mu = self.means_
+        # −½‖x−μ‖² = x·μ − ½‖μ‖² − ½‖x‖²; the last term is kept so scores are true log-densities.
+        s = X @ mu.T - 0.5 * np.einsum("cd,cd->c", mu, mu)[None, :]
+        s -= 0.5 * np.einsum("nd,nd->n", X, X)[:, None]
+        s[:, ~self.seen_mask] = -np.inf
+        return s
+
+
+class SLDAHead(_Head):
+    """Streaming LDA with a shared, shrunk covariance (Hayes & Kanan 2020).
+
+    Learned state: ``means_``, ``counts_``, ``scatter_`` (sum of n/(n+1)·δδᵀ) and
+    the queued rank-one rows ``pending_``. Caches: ``precision_``, ``coef_``,
+    ``intercept_``.
+    """
+
+    name = "slda"
+
+    def __init__(self, cfg: LearnerConfig) -> None:
+        super().__init__(cfg)
+        d, c = cfg.dim, cfg.max_classes
+        self.shrinkage = cfg.slda_shrinkage
+        self.refresh_every = cfg.slda_refresh_every
+        self.means_ = np.zeros((c, d), dtype=np.float64)
+        self.scatter_ = np.zeros((d, d), dtype=np.float64)
+        self.pending_ = np.zeros((cfg.slda_batch, d), dtype=np.float64)
+        self.precision_ = np.zeros((d, d), dtype=np.float64)
+        self.coef_ = np.zeros((c, d), dtype=np.float64)
+        self.intercept_ = np.zeros(c, dtype=np.float64)
+        self._stale_rows = np.ones(c, dtype=bool)
+        self._n_pending = 0
+        self._n_updates = 0  # samples folded into the covariance (N)
+        self._refreshed_at = -1  # N when the precision was last computed; -1 = never
+
+    @staticmethod
+    def nbytes_for(cfg: LearnerConfig) -> int:
+        d, c = cfg.dim, cfg.max_classes
+        return _F8 * (2 * d * d + cfg.slda_batch * d + 2 * c * d + 2 * c) + c
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "counts_": self.counts_,
+            "means_": self.means_,
+            "scatter_": self.scatter_,
+            "pending_": self.pending_,
+        }
+
+    def cache_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "precision_": self.precision_,
+            "coef_": self.coef_,
+            "intercept_": self.intercept_,
+            "stale_rows": self._stale_rows,
+        }
+
+    def counters(self) -> dict[str, Any]:
+        return {"n_pending": self._n_pending, "n_updates": self._n_updates}
+
+    def restore(self, arrays: dict[str, np.ndarray], counters: dict[str, Any]) -> None:
+        super().restore(arrays, counters)
+        try:
+            self._n_pending = int(counters["n_pending"])
+            self._n_updates = int(counters["n_updates"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFileError(f"slda counters are invalid: {exc}") from None
+        if not 0 <= self._n_pending < self.pending_.shape[0]:
+            raise StateFileError(f"slda pending count {self._n_pending} out of range")
+        if self._n_updates != int(self.counts_.sum()):
+            raise StateFileError("slda update count disagrees with the class counts")
+        self._refreshed_at = -1
+        self._stale_rows[:] = True
+
+    def learn(self, x: np.ndarray, y: int) -> None:
+        n = int(self.counts_[y])
+        delta = x - self.means_[y]
+        if n > 0:  # the first sample of a class adds n/(n+1) = 0 to the scatter
+            self.pending_[self._n_pending] = delta * np.sqrt(n / (n + 1.0))
+            self._n_pending += 1
+            if self._n_pending == self.pending_.shape[0]:
+                self.scatter_ += self.pending_.T @ self.pending_
+                self._n_pending = 0
+        self.means_[y] += delta / (n + 1.0)
+        self.counts_[y] += 1
+        self._n_updates += 1
+        self._stale_rows[y] = True
+
+    def covariance(self) -> np.ndarray:
+        """The current covariance estimate Σ = scatter / N (before shrinkage)."""
+        p = self.pending_[: self._n_pending]
+        return (self.scatter_ + p.T @ p) / max(self._n_updates, 1)
+
+    def refresh(self, force: bool = False) -> None:
+        """Recompute the precision if it is missing or ``refresh_every`` samples old."""
+        due = self._refreshed_at < 0 or self._n_updates - self._refreshed_at >= self.refresh_every
+        if not (force or due):
+            return
+        cov = self.covariance()
+        cov *= 1.0 - self.shrinkage
+        cov[np.diag_indices_from(cov)] += self.shrinkage
+        if self.shrinkage > 0:
+            self.precision_[...] = np.linalg.inv(cov)
+        else:
+            self.precision_[...] = np.linalg.pinv(cov, hermitian=True)
+        self._refreshed_at = self._n_updates
+        self._stale_rows[:] = True
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        self.refresh()
+        seen = self.seen_mask
+        # Row by row (one GEMV each) so a row's bits never depend on which others are stale.
+        for c in np.flatnonzero(self._stale_rows & seen):
+            w = self.precision_ @ self.means_[c]
+            self.coef_[c] = w
+            self.intercept_[c] = -0.5 * float(self.means_[c] @ w)
+            self._stale_rows[c] = False
+        s = X @ self.coef_.T + self.intercept_[None, :]
+        s[:, ~seen] = -np.inf
+        return s
+
+
+class SoftmaxHead(_Head):
+    """Linear softmax classifier ``θ = [W | b]`` of shape (max_classes, dim + 1).
+
+    :meth:`step` takes one SGD step on a small batch (the new sample first, then
+    replayed ones); the logits of classes never seen are masked out, so a new
+    class does not push down the others before it exists.
+    """
+
+    name = "softmax"
+
+    def __init__(self, cfg: LearnerConfig) -> None:
+        super().__init__(cfg)
+        self.lr = cfg.lr
+        self.weight_decay = cfg.weight_decay
+        self.fisher_mode = cfg.fisher_mode
+        self.theta_ = np.zeros((cfg.max_classes, cfg.dim + 1), dtype=np.float64)
+
+    @staticmethod
+    def nbytes_for(cfg: LearnerConfig) -> int:
+        return _F8 * cfg.max_classes * (cfg.dim + 2)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"counts_": self.counts_, "theta_": self.theta_}
+
+    def learn(self, x: np.ndarray, y: int) -> None:
+        """One SGD step on ``x`` alone (no replay, no EWC)."""
+        self.step(x[None, :], np.array([y]), None)
+
+    def _logits(self, X: np.ndarray) -> np.ndarray:
+        s = X @ self.theta_[:, :-1].T + self.theta_[:, -1][None, :]
+        s[:, ~self.seen_mask] = -np.inf
+        return s
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        return self._logits(X)
+
+    def step(self, X: np.ndarray, Y: np.ndarray, fisher: OnlineFisher | None) -> float:
+        """SGD step on the batch ``(X, Y)``; ``X[0], Y[0]`` is the new sample.
+
+        Returns the cross-entropy of the new sample before the step (the
+        prequential loss the plateau detector watches). When ``fisher`` is given,
+        its running Fisher is updated from the new sample and, once anchored,
+        the step is pulled toward the anchors by the EWC penalty.
+        """
+        self.counts_[Y[0]] += 1
+        logits = self._logits(X)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        m = X.shape[0]
+        rows = np.arange(m)
+        loss = -float(np.log(max(p[0, Y[0]], 1e-300)))
+        G = p
+        G[rows, Y] -= 1.0  # ∂CE/∂logits = p − onehot
+        Xb = np.empty((m, self.dim + 1))
+        Xb[:, :-1] = X
+        Xb[:, -1] = 1.0
+        if fisher is not None:
+            if self.fisher_mode == "true":
+                # E_{y~p}[(p_c − 1[c=y])²] = p_c(1 − p_c): the expected Fisher of a softmax row.
+                p0 = G[0].copy()
+                p0[Y[0]] += 1.0
+                sq = np.outer(p0 * (1.0 - p0), Xb[0] * Xb[0])
+            else:
+                sq = np.outer(G[0] * G[0], Xb[0] * Xb[0])
+            fisher.update(sq)
+        grad = G.T @ Xb
+        grad /= m
+        if self.weight_decay:
+            grad += self.weight_decay * self.theta_
+        self.theta_ -= self.lr * grad
+        if fisher is not None and fisher.anchored:
+            # The EWC term is applied as a proximal (implicit) step: the minimiser of
+            # ‖θ−θ'‖²/2η + λ/2·F(θ−θ*)². It equals the gradient step for small ηλF and,
+            # unlike it, never overshoots the anchor when ηλF > 2 (stiff, large-λ EWC).
+            k = (self.lr * fisher.lam) * fisher.fisher_
+            self.theta_ += k * fisher.anchor_
+            self.theta_ /= 1.0 + k
+        return loss
+
+
+_HEADS = {"ncm": NCMHead, "slda": SLDAHead, "softmax": SoftmaxHead}
+
+
+def make_head(cfg: LearnerConfig) -> NCMHead | SLDAHead | SoftmaxHead:
+    """The head named by ``cfg.head``."""
+    return _HEADS[cfg.head](cfg)
+
+
+def head_nbytes(cfg: LearnerConfig) -> int:
+    """Bytes the head named by ``cfg.head`` allocates, before allocating it."""
+    return _HEADS[cfg.head].nbytes_for(cfg)

@@ -1,0 +1,193 @@
+"""Learner state files: safetensors arrays + checksummed JSON metadata, written atomically.
+
+Layout: one ``.safetensors`` file. Arrays are named ``<part>.<name>`` (``head.means_``,
+``buffer.X_``, ``fisher.fisher_``). Its ``__metadata__`` holds two strings:
+
+* ``edgecl`` — JSON with the format name and version, the edgecl version, the
+  config, every counter and RNG state, and ``arrays_sha256``;
+* ``sha256`` — sha256 of that JSON text plus the arrays digest.
+
+safetensors has no checksum of its own, so a corrupted file could load
+silently. :func:`load_state` therefore checks (1) the header parses, (2) the
+file is byte-for-byte the canonical serialisation of what it holds (catches
+edits that parse to the same values, e.g. in header padding), (3) the arrays
+digest and (4) the metadata digest — any flipped byte or truncation fails with
+:class:`~edgecl.errors.StateFileError`. Writes go to a temp file in the same
+directory, are fsynced, renamed over the target and the directory is fsynced,
+so a crash leaves either the old file or the new one, never a mix. Files are
+created with mode 0600. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from edgecl.errors import ConfigError, StateFileError
+
+if TYPE_CHECKING:
+    from edgecl.learner.learner import StreamingLearner
+
+__all__ = ["FORMAT", "VERSION", "atomic_write_bytes", "load_state", "save_state", "state_bytes"]
+
+FORMAT = "edgecl.learner"
+VERSION = 1
+MAX_HEADER = 1 << 20  # a header beyond 1 MiB is not one we wrote
+
+
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over names, dtypes, shapes and raw bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _meta_digest(body: str) -> str:
+    return hashlib.sha256(("edgecl-state-v1\n" + body).encode()).hexdigest()
+
+
+def _collect(learner: StreamingLearner) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    arrays: dict[str, np.ndarray] = {}
+    counters: dict[str, Any] = {"learner": {"n_learned": learner.n_learned}}
+    parts: dict[str, Any] = {"head": learner.head, "buffer": learner.buffer}
+    if learner.fisher is not None:
+        parts["fisher"] = learner.fisher
+    for part, obj in parts.items():
+        for name, a in obj.arrays().items():
+            arrays[f"{part}.{name}"] = np.ascontiguousarray(a)
+        counters[part] = obj.counters()
+    return arrays, counters
+
+
+def state_bytes(learner: StreamingLearner) -> bytes:
+    """The exact bytes :func:`save_state` writes (deterministic for a given state)."""
+    from edgecl import __version__
+
+    arrays, counters = _collect(learner)
+    body = json.dumps(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "edgecl": __version__,
+            "config": learner.config.to_dict(),
+            "counters": counters,
+            "arrays_sha256": arrays_digest(arrays),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return st_save(arrays, metadata={"edgecl": body, "sha256": _meta_digest(body)})
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or the new file, whole."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    tmp = directory / f".{target.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def save_state(learner: StreamingLearner, path: str | os.PathLike[str]) -> None:
+    """Atomically write ``learner``'s state to ``path`` (mode 0600)."""
+    atomic_write_bytes(path, state_bytes(learner))
+
+
+def _parse(raw: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    if len(raw) < 8:
+        raise StateFileError(f"{where}: truncated ({len(raw)} bytes), not a state file")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > MAX_HEADER or 8 + n > len(raw):
+        raise StateFileError(f"{where}: truncated or corrupt header (length field {n})")
+    try:
+        header = json.loads(raw[8 : 8 + n])
+        meta = header.get("__metadata__")
+        arrays = st_load(raw)
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise StateFileError(f"{where}: corrupt safetensors data ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("edgecl"), str):
+        raise StateFileError(f"{where}: not an edgecl state file (no edgecl metadata)")
+    return arrays, meta
+
+
+def load_state(path: str | os.PathLike[str]) -> StreamingLearner:
+    """Read and verify a state file; raise :class:`StateFileError` on any mismatch."""
+    from edgecl.learner.config import LearnerConfig
+    from edgecl.learner.learner import StreamingLearner
+
+    where = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise StateFileError(f"{where}: cannot read state file ({exc.strerror})") from None
+    arrays, meta = _parse(raw, where)
+    body = meta["edgecl"]
+    if meta.get("sha256") != _meta_digest(body):
+        raise StateFileError(f"{where}: metadata checksum mismatch (file corrupted)")
+    try:
+        canonical = st_save(arrays, metadata=meta)
+    except Exception as exc:
+        raise StateFileError(f"{where}: arrays cannot be re-serialised ({exc})") from None
+    if canonical != raw:
+        raise StateFileError(f"{where}: file bytes differ from their canonical form (corrupted)")
+    try:
+        info = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise StateFileError(f"{where}: metadata is not JSON ({exc})") from None
+    if info.get("format") != FORMAT:
+        raise StateFileError(f"{where}: format {info.get('format')!r}, expected {FORMAT!r}")
+    if info.get("version") != VERSION:
+        raise StateFileError(
+            f"{where}: state format version {info.get('version')}, this edgecl reads {VERSION}"
+        )
+    if info.get("arrays_sha256") != arrays_digest(arrays):
+        raise StateFileError(f"{where}: array checksum mismatch (file corrupted)")
+    try:
+        cfg = LearnerConfig.from_dict(info["config"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise StateFileError(f"{where}: stored config is invalid ({exc})") from None
+    learner = StreamingLearner(cfg)
+    counters = info.get("counters", {})
+    parts: dict[str, Any] = {"head": learner.head, "buffer": learner.buffer}
+    if learner.fisher is not None:
+        parts["fisher"] = learner.fisher
+    expected = {f"{p}.{n}" for p, obj in parts.items() for n in obj.arrays()}
+    if set(arrays) != expected:
+        raise StateFileError(
+            f"{where}: arrays {sorted(set(arrays) ^ expected)} do not match the stored config"
+        )
+    try:
+        for part, obj in parts.items():
+            prefix = part + "."
+            own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            obj.restore(own, counters[part])
+        learner.n_learned = int(counters["learner"]["n_learned"])
+    except (KeyError, TypeError) as exc:
+        raise StateFileError(f"{where}: counters incomplete ({exc})") from None
+    return learner
