@@ -1,11 +1,12 @@
 """Learner state files: safetensors arrays + checksummed JSON metadata, written atomically.
 
 Layout: one ``.safetensors`` file. Arrays are named ``<part>.<name>`` (``head.means_``,
-``buffer.X_``, ``fisher.fisher_``). Its ``__metadata__`` holds two strings:
-
-* ``edgecl`` — JSON with the format name and version, the edgecl version, the
-  config, every counter and RNG state, and ``arrays_sha256``;
-* ``sha256`` — sha256 of that JSON text plus the arrays digest.
+``buffer.X_``, ``fisher.fisher_``). Its ``__metadata__`` holds one key, ``edgecl``,
+whose value is canonical JSON ``{"body": {...}, "sha256": "..."}``: the body has
+the format name and version, the edgecl version, the config, every counter and
+RNG state, and ``arrays_sha256``; ``sha256`` is the digest of the canonical body.
+(One key only: safetensors writes metadata keys in hash-map order, which would
+make the bytes differ from run to run.)
 
 safetensors has no checksum of its own, so a corrupted file could load
 silently. :func:`load_state` therefore checks (1) the header parses, (2) the
@@ -54,8 +55,12 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _meta_digest(body: str) -> str:
-    return hashlib.sha256(("edgecl-state-v1\n" + body).encode()).hexdigest()
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _meta_digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(("edgecl-state-v1\n" + _canonical(body)).encode()).hexdigest()
 
 
 def _collect(learner: StreamingLearner) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -76,19 +81,16 @@ def state_bytes(learner: StreamingLearner) -> bytes:
     from edgecl import __version__
 
     arrays, counters = _collect(learner)
-    body = json.dumps(
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "edgecl": __version__,
-            "config": learner.config.to_dict(),
-            "counters": counters,
-            "arrays_sha256": arrays_digest(arrays),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return st_save(arrays, metadata={"edgecl": body, "sha256": _meta_digest(body)})
+    body = {
+        "format": FORMAT,
+        "version": VERSION,
+        "edgecl": __version__,
+        "config": learner.config.to_dict(),
+        "counters": counters,
+        "arrays_sha256": arrays_digest(arrays),
+    }
+    meta = _canonical({"body": body, "sha256": _meta_digest(body)})
+    return st_save(arrays, metadata={"edgecl": meta})
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
@@ -147,19 +149,21 @@ def load_state(path: str | os.PathLike[str]) -> StreamingLearner:
     except OSError as exc:
         raise StateFileError(f"{where}: cannot read state file ({exc.strerror})") from None
     arrays, meta = _parse(raw, where)
-    body = meta["edgecl"]
-    if meta.get("sha256") != _meta_digest(body):
-        raise StateFileError(f"{where}: metadata checksum mismatch (file corrupted)")
     try:
-        canonical = st_save(arrays, metadata=meta)
+        wrapped = json.loads(meta["edgecl"])
+        info, digest = wrapped["body"], wrapped["sha256"]
+    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        raise StateFileError(f"{where}: metadata is not edgecl JSON ({exc})") from None
+    if not isinstance(info, dict) or digest != _meta_digest(info):
+        raise StateFileError(f"{where}: metadata checksum mismatch (file corrupted)")
+    if set(meta) != {"edgecl"}:
+        raise StateFileError(f"{where}: unexpected metadata keys {sorted(meta)}")
+    try:
+        canonical = st_save(arrays, metadata={"edgecl": _canonical(wrapped)})
     except Exception as exc:
         raise StateFileError(f"{where}: arrays cannot be re-serialised ({exc})") from None
     if canonical != raw:
         raise StateFileError(f"{where}: file bytes differ from their canonical form (corrupted)")
-    try:
-        info = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise StateFileError(f"{where}: metadata is not JSON ({exc})") from None
     if info.get("format") != FORMAT:
         raise StateFileError(f"{where}: format {info.get('format')!r}, expected {FORMAT!r}")
     if info.get("version") != VERSION:
