@@ -1,0 +1,1 @@
+"""Device side: transport → protocol → windowing → extractor (numpy + onnxruntime + pyserial)."""
