@@ -19,7 +19,7 @@ $(VENV)/.device: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e '.[dev,plot]'
+	$(PIP) install -e '.[dev,plot,host]'
 	touch $@ $(VENV)/.device
 
 install: $(VENV)/.device  ## install edgecl (device dependencies only) into .venv

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from edgecl.errors import (
     BudgetError,
+    BundleError,
     ConfigError,
     DataError,
     EdgeclError,
     InputError,
+    ProfileError,
     StateFileError,
 )
 from edgecl.learner import (
@@ -39,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BudgetError",
+    "BundleError",
     "ConfigError",
     "DataError",
     "EdgeclError",
@@ -46,6 +49,7 @@ __all__ = [
     "LearnerConfig",
     "NCMHead",
     "OnlineFisher",
+    "ProfileError",
     "ReservoirBuffer",
     "SLDAHead",
     "SoftmaxHead",

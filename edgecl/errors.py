@@ -9,7 +9,9 @@ the DESIGN contract ("bad input raises ValueError") keep working::
           │    └── BudgetError              the fixed parts of a config do not fit budget_bytes
           ├── InputError(ValueError)        a sample has the wrong shape, a NaN/inf or a bad label
           ├── StateFileError(ValueError)    a state file is truncated, corrupted or mismatched
-          └── DataError(ValueError)         a dataset file lacks keys or has inconsistent shapes
+          ├── DataError(ValueError)         a dataset file lacks keys or has inconsistent shapes
+          ├── BundleError(ValueError)       a bundle is incomplete, tampered with or unsafe
+          └── ProfileError(ConfigError)     a device profile is unreadable or out of range
 
 Stream rejects in the daemon are *counted*, not raised; these exceptions are for
 programming and user errors.
@@ -19,10 +21,12 @@ from __future__ import annotations
 
 __all__ = [
     "BudgetError",
+    "BundleError",
     "ConfigError",
     "DataError",
     "EdgeclError",
     "InputError",
+    "ProfileError",
     "StateFileError",
 ]
 
@@ -49,3 +53,11 @@ class StateFileError(EdgeclError, ValueError):
 
 class DataError(EdgeclError, ValueError):
     """A dataset file is missing keys or holds arrays of inconsistent shapes."""
+
+
+class BundleError(EdgeclError, ValueError):
+    """A bundle directory is incomplete, fails its hash check or names unsafe paths."""
+
+
+class ProfileError(ConfigError):
+    """A device profile (``devices/*.toml``) is unreadable, has unknown keys or bad values."""

@@ -13,6 +13,7 @@ def test_public_api_is_pinned():
     assert edgecl.__all__ == sorted(edgecl.__all__)
     assert set(edgecl.__all__) == {
         "BudgetError",
+        "BundleError",
         "ConfigError",
         "DataError",
         "EdgeclError",
@@ -20,6 +21,7 @@ def test_public_api_is_pinned():
         "LearnerConfig",
         "NCMHead",
         "OnlineFisher",
+        "ProfileError",
         "ReservoirBuffer",
         "SLDAHead",
         "SoftmaxHead",
@@ -32,7 +34,15 @@ def test_public_api_is_pinned():
 
 
 def test_user_errors_are_value_errors():
-    for name in ("BudgetError", "ConfigError", "DataError", "InputError", "StateFileError"):
+    for name in (
+        "BudgetError",
+        "BundleError",
+        "ConfigError",
+        "DataError",
+        "InputError",
+        "ProfileError",
+        "StateFileError",
+    ):
         err = getattr(edgecl, name)
         assert issubclass(err, ValueError) and issubclass(err, edgecl.EdgeclError)
 
