@@ -122,3 +122,34 @@ def test_restore_roundtrip_and_rejects_bad_state():
 def test_bad_settings_raise(kwargs):
     with pytest.raises(ConfigError):
         ReservoirBuffer(**kwargs)
+
+
+def test_sample_subsets_are_uniform_chi_square():
+    """Every 2-subset of 5 stored items is drawn equally often (Floyd's algorithm)."""
+    buf = ReservoirBuffer(5, 1, dtype="float32", seed=0)
+    for i in range(5):
+        buf.add(np.array([i], np.float32), i)
+    counts: dict[tuple[int, ...], int] = {}
+    runs = 10_000
+    for _ in range(runs):
+        _, Y = buf.sample(2)
+        key = tuple(sorted(Y.tolist()))
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 10
+    expected = runs / 10
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert chi2 < 27.88, counts  # χ²(9) at p = 0.001
+
+
+def test_sample_into_matches_sample():
+    a, b = ReservoirBuffer(30, 3, seed=5), ReservoirBuffer(30, 3, seed=5)
+    for i in range(100):
+        x = np.full(3, i, np.float32)
+        a.add(x, i % 4)
+        b.add(x, i % 4)
+    X, Y = np.zeros((8, 3)), np.zeros(8, np.int64)
+    assert b.sample_into(X, Y) == 8
+    Xs, Ys = a.sample(8)
+    assert np.array_equal(X, Xs) and np.array_equal(Y, Ys)
+    empty = ReservoirBuffer(4, 3)
+    assert empty.sample_into(X, Y) == 0

@@ -112,6 +112,19 @@ class OnlineFisher:
             self.fisher_ += (1.0 - self.decay) * sq_grad
         self._n_updates += 1
 
+    def update_outer(self, u: np.ndarray, v: np.ndarray) -> None:
+        """:meth:`update` with the squared gradient given as an outer product ``u vᵀ``.
+
+        Saves the softmax head a temporary: its squared gradient is always
+        ``(∂L/∂logits)² ⊗ [x | 1]²``.
+        """
+        if self._n_updates == 0:
+            np.outer(u, v, out=self.fisher_)
+        else:
+            self.fisher_ *= self.decay
+            self.fisher_ += np.outer((1.0 - self.decay) * u, v)
+        self._n_updates += 1
+
     def consolidate(self, theta: np.ndarray) -> None:
         """Make the current parameters the anchors θ*."""
         self.anchor_[...] = theta

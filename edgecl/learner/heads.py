@@ -41,11 +41,30 @@ class _Head:
         self.dim = cfg.dim
         self.max_classes = cfg.max_classes
         self.counts_ = np.zeros(cfg.max_classes, dtype=np.int64)
+        # Derived from counts_ and kept in step with it, so that scoring neither
+        # recomputes ``counts_ > 0`` nor scatters -inf: it adds ``_mask`` (0 or -inf).
+        self._seen = np.zeros(cfg.max_classes, dtype=bool)
+        self._mask = np.full(cfg.max_classes, -np.inf)
+
+    @staticmethod
+    def _mask_nbytes(cfg: LearnerConfig) -> int:
+        """Bytes of the seen-class caches every head holds."""
+        return (1 + _F8) * cfg.max_classes
 
     @property
     def seen_mask(self) -> np.ndarray:
-        """Boolean mask of the classes learned at least once."""
-        return self.counts_ > 0
+        """Boolean mask of the classes learned at least once (read it, do not write it)."""
+        return self._seen
+
+    def _count(self, y: int) -> None:
+        self.counts_[y] += 1
+        if not self._seen[y]:
+            self._seen[y] = True
+            self._mask[y] = 0.0
+
+    def _sync_seen(self) -> None:
+        np.greater(self.counts_, 0, out=self._seen)
+        self._mask[...] = np.where(self._seen, 0.0, -np.inf)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Arrays that make up the learned state (saved to disk)."""
@@ -53,7 +72,7 @@ class _Head:
 
     def cache_arrays(self) -> dict[str, np.ndarray]:
         """Arrays derived from the state (allocated, counted, not saved)."""
-        return {}
+        return {"seen": self._seen, "mask": self._mask}
 
     @property
     def nbytes(self) -> int:
@@ -70,6 +89,7 @@ class _Head:
             dst[...] = src
         if (self.counts_ < 0).any():
             raise StateFileError(f"{self.name}: negative class counts")
+        self._sync_seen()
 
     def scores(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -94,7 +114,7 @@ class NCMHead(_Head):
 
     @staticmethod
     def nbytes_for(cfg: LearnerConfig) -> int:
-        return _F8 * cfg.max_classes * (cfg.dim + 1)
+        return _F8 * cfg.max_classes * (cfg.dim + 1) + _Head._mask_nbytes(cfg)
 
     @property
     def means_(self) -> np.ndarray:
@@ -106,14 +126,14 @@ class NCMHead(_Head):
 
     def learn(self, x: np.ndarray, y: int) -> None:
         self.sums_[y] += x
-        self.counts_[y] += 1
+        self._count(y)
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         mu = self.means_
         # −½‖x−μ‖² = x·μ − ½‖μ‖² − ½‖x‖²; the last term is kept so scores are true log-densities.
         s = X @ mu.T - 0.5 * np.einsum("cd,cd->c", mu, mu)[None, :]
         s -= 0.5 * np.einsum("nd,nd->n", X, X)[:, None]
-        s[:, ~self.seen_mask] = -np.inf
+        s += self._mask
         return s
 
 
@@ -146,7 +166,9 @@ class SLDAHead(_Head):
     @staticmethod
     def nbytes_for(cfg: LearnerConfig) -> int:
         d, c = cfg.dim, cfg.max_classes
-        return _F8 * (2 * d * d + cfg.slda_batch * d + 2 * c * d + 2 * c) + c
+        return (
+            _F8 * (2 * d * d + cfg.slda_batch * d + 2 * c * d + 2 * c) + c + _Head._mask_nbytes(cfg)
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -158,6 +180,7 @@ class SLDAHead(_Head):
 
     def cache_arrays(self) -> dict[str, np.ndarray]:
         return {
+            **super().cache_arrays(),
             "precision_": self.precision_,
             "coef_": self.coef_,
             "intercept_": self.intercept_,
@@ -191,7 +214,7 @@ class SLDAHead(_Head):
                 self.scatter_ += self.pending_.T @ self.pending_
                 self._n_pending = 0
         self.means_[y] += delta / (n + 1.0)
-        self.counts_[y] += 1
+        self._count(y)
         self._n_updates += 1
         self._stale_rows[y] = True
 
@@ -224,8 +247,9 @@ class SLDAHead(_Head):
             self.coef_[c] = w
             self.intercept_[c] = -0.5 * float(self.means_[c] @ w)
             self._stale_rows[c] = False
-        s = X @ self.coef_.T + self.intercept_[None, :]
-        s[:, ~seen] = -np.inf
+        s = X @ self.coef_.T
+        s += self.intercept_
+        s += self._mask
         return s
 
 
@@ -245,68 +269,98 @@ class SoftmaxHead(_Head):
         self.weight_decay = cfg.weight_decay
         self.fisher_mode = cfg.fisher_mode
         self.theta_ = np.zeros((cfg.max_classes, cfg.dim + 1), dtype=np.float64)
+        # Preallocated batch rows [x | 1] (the new sample, then replay_k replayed
+        # ones) and their labels: the hot path fills them in place.
+        self._xb = np.ones((1 + cfg.replay_k, cfg.dim + 1), dtype=np.float64)
+        self._yb = np.zeros(1 + cfg.replay_k, dtype=np.int64)
+        self._rows = np.arange(1 + cfg.replay_k)
 
     @staticmethod
     def nbytes_for(cfg: LearnerConfig) -> int:
-        return _F8 * cfg.max_classes * (cfg.dim + 2)
+        work = _F8 * (1 + cfg.replay_k) * (cfg.dim + 3)
+        return _F8 * cfg.max_classes * (cfg.dim + 2) + work + _Head._mask_nbytes(cfg)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"counts_": self.counts_, "theta_": self.theta_}
+
+    def cache_arrays(self) -> dict[str, np.ndarray]:
+        return {**super().cache_arrays(), "xb": self._xb, "yb": self._yb, "rows": self._rows}
 
     def learn(self, x: np.ndarray, y: int) -> None:
         """One SGD step on ``x`` alone (no replay, no EWC)."""
         self.step(x[None, :], np.array([y]), None)
 
     def _logits(self, X: np.ndarray) -> np.ndarray:
-        s = X @ self.theta_[:, :-1].T + self.theta_[:, -1][None, :]
-        s[:, ~self.seen_mask] = -np.inf
+        s = X @ self.theta_[:, :-1].T
+        s += self.theta_[:, -1]
+        s += self._mask
         return s
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         return self._logits(X)
 
+    def work_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Views of the preallocated batch: X rows (1 + replay_k, dim) and labels.
+
+        Fill row 0 with the new sample and the next rows with replayed ones,
+        then call :meth:`step_rows` with the number of rows filled.
+        """
+        return self._xb[:, :-1], self._yb
+
     def step(self, X: np.ndarray, Y: np.ndarray, fisher: OnlineFisher | None) -> float:
         """SGD step on the batch ``(X, Y)``; ``X[0], Y[0]`` is the new sample.
+
+        Copies the batch into the work rows and calls :meth:`step_rows`; at most
+        ``1 + replay_k`` rows.
+        """
+        m = X.shape[0]
+        if not 1 <= m <= self._yb.shape[0]:
+            raise ValueError(f"batch of {m} rows: need 1 to {self._yb.shape[0]} (1 + replay_k)")
+        self._xb[:m, :-1] = X
+        self._yb[:m] = Y
+        return self.step_rows(m, fisher)
+
+    def step_rows(self, m: int, fisher: OnlineFisher | None) -> float:
+        """SGD step on the first ``m`` work rows; row 0 is the new sample.
 
         Returns the cross-entropy of the new sample before the step (the
         prequential loss the plateau detector watches). When ``fisher`` is given,
         its running Fisher is updated from the new sample and, once anchored,
         the step is pulled toward the anchors by the EWC penalty.
         """
-        self.counts_[Y[0]] += 1
-        logits = self._logits(X)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        m = X.shape[0]
-        rows = np.arange(m)
-        loss = -float(np.log(max(p[0, Y[0]], 1e-300)))
-        G = p
-        G[rows, Y] -= 1.0  # ∂CE/∂logits = p − onehot
-        Xb = np.empty((m, self.dim + 1))
-        Xb[:, :-1] = X
-        Xb[:, -1] = 1.0
+        Xb, Y = self._xb[:m], self._yb[:m]
+        y0 = int(Y[0])
+        self._count(y0)
+        G = Xb @ self.theta_.T
+        G += self._mask
+        G -= G.max(axis=1, keepdims=True)
+        np.exp(G, out=G)
+        G /= G.sum(axis=1, keepdims=True)
+        loss = -float(np.log(max(G[0, y0], 1e-300)))
+        G[self._rows[:m], Y] -= 1.0  # ∂CE/∂logits = p − onehot
         if fisher is not None:
+            g0 = G[0]
             if self.fisher_mode == "true":
                 # E_{y~p}[(p_c − 1[c=y])²] = p_c(1 − p_c): the expected Fisher of a softmax row.
-                p0 = G[0].copy()
-                p0[Y[0]] += 1.0
-                sq = np.outer(p0 * (1.0 - p0), Xb[0] * Xb[0])
+                p0 = g0.copy()
+                p0[y0] += 1.0
+                g2 = p0 * (1.0 - p0)
             else:
-                sq = np.outer(G[0] * G[0], Xb[0] * Xb[0])
-            fisher.update(sq)
-        grad = G.T @ Xb
-        grad /= m
+                g2 = g0 * g0
+            fisher.update_outer(g2, Xb[0] * Xb[0])
+        G *= self.lr / m
+        step = G.T @ Xb
         if self.weight_decay:
-            grad += self.weight_decay * self.theta_
-        self.theta_ -= self.lr * grad
+            step += (self.lr * self.weight_decay) * self.theta_
+        self.theta_ -= step
         if fisher is not None and fisher.anchored:
             # The EWC term is applied as a proximal (implicit) step: the minimiser of
             # ‖θ−θ'‖²/2η + λ/2·F(θ−θ*)². It equals the gradient step for small ηλF and,
             # unlike it, never overshoots the anchor when ηλF > 2 (stiff, large-λ EWC).
-            k = (self.lr * fisher.lam) * fisher.fisher_
+            k = fisher.fisher_ * (self.lr * fisher.lam)
             self.theta_ += k * fisher.anchor_
-            self.theta_ /= 1.0 + k
+            k += 1.0
+            self.theta_ /= k
         return loss
 
 

@@ -185,13 +185,11 @@ class StreamingLearner:
         head = self.head
         if isinstance(head, SoftmaxHead):
             # Experience replay: replay from memory first, then store the new sample.
-            Xr, Yr = self.buffer.sample(self.config.replay_k)
-            if len(Yr):
-                X = np.concatenate([x[None, :], Xr])
-                Y = np.concatenate([[y], Yr])
-            else:
-                X, Y = x[None, :], np.array([y])
-            loss = head.step(X, Y, self.fisher)
+            Xw, Yw = head.work_rows()
+            Xw[0] = x
+            Yw[0] = y
+            n = self.buffer.sample_into(Xw[1:], Yw[1:])
+            loss = head.step_rows(1 + n, self.fisher)
             if self.fisher is not None and self.fisher.observe_loss(loss):
                 self.fisher.consolidate(head.theta_)
         else:
