@@ -1,0 +1,483 @@
+"""``edgecl export``: a trained checkpoint → a verified, device-ready bundle.
+
+Steps (each checked, each failure one readable error):
+
+1. Load the checkpoint (:func:`edgecl.host.checkpoint.load_checkpoint`, sha256
+   verified) and take its extractor, in eval mode.
+2. Fold the input normalisation ``(x - mean) / std`` into the graph, so the
+   device feeds raw sensor windows and nothing can apply it twice or forget it
+   (the manifest records it with ``"in_graph": true``).
+3. Export to ONNX (opset 17 by default, dynamic batch axis, TorchScript
+   exporter with constant folding — its output is byte-for-byte repeatable)
+   and validate it with ``onnx.checker`` (full check, with shape inference).
+4. Parity: onnxruntime against torch eager on at least 64 inputs (real
+   pre-training inputs when the data is at hand, plus random ones); a max
+   absolute difference above ``tolerance`` (1e-4) fails the export.
+5. Optional ``int8``: dynamic quantisation by onnxruntime (weights uint8,
+   activations quantised per call); the size change, the embedding change and
+   the held-out accuracy change of the head are measured and recorded.
+6. Initial head: a :class:`~edgecl.learner.StreamingLearner` (SLDA by
+   default) fitted with ``learn_many`` on the pre-training embeddings computed
+   by the exported model itself, so a device starts useful; its accuracy on the
+   held-out inputs is measured.
+7. Write ``model.onnx``, ``head.safetensors`` and ``manifest.json`` through
+   :func:`edgecl.runtime.bundle.write_bundle` (temp dir, fsync, rename) and
+   load the result back with the device-side :class:`~edgecl.runtime.bundle.Bundle`.
+   With ``sign_key`` (``--sign-key``, an Ed25519 private key in PEM) also
+   ``manifest.sig``, the manifest's signature (:mod:`edgecl.runtime.signing`);
+   the key is read before any work, so a bad key fails at once.
+
+The manifest carries no timestamps or absolute paths, so exporting the same
+checkpoint twice gives identical bundles (``make bundle-check``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from edgecl.errors import BundleError, ConfigError, DataError
+from edgecl.host.checkpoint import load_checkpoint, read_checkpoint_meta
+from edgecl.host.onnx_export import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Normalised,
+    onnx_bytes,
+    parity,
+    quantize_int8,
+)
+from edgecl.learner import LearnerConfig, StreamingLearner
+from edgecl.learner.state import state_bytes
+from edgecl.runtime.bundle import FORMAT, FORMAT_VERSION, Bundle, write_bundle
+from edgecl.runtime.extractor import OnnxExtractor
+from edgecl.runtime.signing import load_private_key
+
+__all__ = ["TOLERANCE", "ExportReport", "export_bundle", "find_pretraining_data"]
+
+TOLERANCE = 1e-4
+QUANTIZE = ("int8",)
+# Provenance keys that change from run to run without changing the model.
+_VOLATILE = {"date", "time", "timestamp", "seconds", "wall_s", "host", "hostname", "path"}
+
+
+@dataclass
+class ExportReport:
+    """What an export produced and measured (also written to the manifest)."""
+
+    path: Path
+    bundle: Bundle
+    parity_max_abs_diff: float
+    parity_n: int
+    float_bytes: int
+    model_bytes: int
+    head_bytes: int
+    total_bytes: int
+    quantize: str | None = None
+    accuracy: dict[str, float | None] = field(default_factory=dict)
+    quantization: dict[str, Any] | None = None
+    signed_by: str | None = None  # fingerprint of the signing key's public half
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able summary (``--json``)."""
+        return {
+            "path": str(self.path),
+            "parity": {"max_abs_diff": self.parity_max_abs_diff, "n": self.parity_n},
+            "float_bytes": self.float_bytes,
+            "model_bytes": self.model_bytes,
+            "head_bytes": self.head_bytes,
+            "total_bytes": self.total_bytes,
+            "quantize": self.quantize,
+            "quantization": self.quantization,
+            "accuracy": self.accuracy,
+            "embedding_dim": self.bundle.embedding_dim,
+            "input_shape": list(self.bundle.input_shape),
+            "signed_by": self.signed_by,
+        }
+
+    def summary(self) -> str:
+        """A few readable lines for the terminal."""
+        kb = 1024
+        acc = self.accuracy
+        lines = [
+            f"edgecl export: wrote {self.path} ({self.total_bytes / kb:.1f} KiB: model.onnx "
+            f"{self.model_bytes / kb:.1f} KiB, head {self.head_bytes / kb:.1f} KiB)",
+            f"  input {list(self.bundle.input_shape)} float32 → embedding "
+            f"{self.bundle.embedding_dim}; parity onnxruntime vs torch: max |diff| "
+            f"{self.parity_max_abs_diff:.2e} over {self.parity_n} inputs (limit {TOLERANCE:g})",
+        ]
+        if self.quantization is not None:
+            q = self.quantization
+            lines.append(
+                f"  int8: {q['float_bytes'] / kb:.1f} → {q['int8_bytes'] / kb:.1f} KiB "
+                f"({q['size_ratio']:.2f}x); head accuracy on held-out "
+                f"{_pct(q.get('float_heldout_accuracy'))} → {_pct(q.get('int8_heldout_accuracy'))}"
+            )
+        if acc.get("heldout") is not None:
+            lines.append(
+                f"  head ({acc.get('head')}): held-out accuracy {_pct(acc['heldout'])} on "
+                f"{acc.get('heldout_n')} inputs ({acc.get('heldout_name')}), "
+                f"training {_pct(acc.get('train'))}"
+            )
+        if self.signed_by is not None:
+            lines.append(f"  manifest.sig: signed, public key {self.signed_by}")
+        if self.head_bytes == 0:
+            why = "--head none" if acc.get("head") is None else "no pre-training data (--data)"
+            lines.append(f"  no initial head in the bundle: {why}")
+        return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f} %"
+
+
+# -- data ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _HeadData:
+    """Raw (un-normalised) pre-training inputs, and held-out ones, for the head."""
+
+    name: str
+    sha256: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    test_name: str
+    test_subjects: list[int] | None
+
+
+def find_pretraining_data(meta: dict[str, Any]) -> Path | None:
+    """The checkpoint's pre-training ``.npz``, when it is found and its sha256 matches.
+
+    ``provenance.data`` holds file names (``edgecl pretrain`` records no machine
+    paths); they are looked up as given, then in the package's embedded data.
+    Only a single-file pre-training qualifies.
+    """
+    from edgecl.host.data import DEFAULT_IMU, file_sha256
+
+    prov = meta.get("provenance") or {}
+    names, sums = prov.get("data"), prov.get("sha256_data")
+    if isinstance(names, str):
+        names, sums = [names], [sums] if isinstance(sums, str) else sums
+    if not isinstance(names, list) or len(names) != 1:
+        return None
+    want = sums[0] if isinstance(sums, list) and sums else None
+    for cand in (Path(str(names[0])), DEFAULT_IMU.parent / Path(str(names[0])).name):
+        if cand.is_file() and (want is None or file_sha256(cand) == want):
+            return cand
+    return None
+
+
+def _head_data(data: str | os.PathLike[str], meta: dict[str, Any], limit: int | None) -> _HeadData:
+    from edgecl.host.data import load_training_data
+
+    prov = meta.get("provenance") or {}
+    win = meta.get("window") or {}
+    held = prov.get("test_subjects", meta.get("test_subjects"))
+    td = load_training_data(
+        data,
+        window=win.get("length"),
+        hop=win.get("hop"),
+        test_subjects=held,
+        limit=prov.get("limit") if limit is None else limit,
+        seed=int(prov.get("seed", 0) or 0),
+    )
+    norm = meta.get("normalisation")
+    if norm is not None and td.normalisation != norm:
+        raise DataError(
+            f"{data}: its normalisation differs from the checkpoint's; is this the "
+            "pre-training data? (the head must see what the extractor saw)"
+        )
+    mean = np.asarray(td.normalisation["mean"], np.float32)
+    std = np.asarray(td.normalisation["std"], np.float32)
+    # load_training_data returns normalised inputs; the bundle's graph takes raw ones.
+    raw_tr = (td.x_train * std + mean).astype(np.float32)
+    raw_te = (td.x_test * std + mean).astype(np.float32)
+    if td.test_subjects:
+        name = "subjects " + ", ".join(str(s) for s in td.test_subjects)
+    else:
+        name = "test split"
+    return _HeadData(
+        td.name, td.sha256, raw_tr, td.y_train, raw_te, td.y_test, name, td.test_subjects
+    )
+
+
+def _fit_head(E: np.ndarray, y: np.ndarray, cfg: LearnerConfig) -> StreamingLearner:
+    learner = StreamingLearner(cfg)
+    learner.learn_many(E.astype(np.float64), y)
+    return learner
+
+
+def _accuracy(learner: StreamingLearner, E: np.ndarray, y: np.ndarray) -> float | None:
+    if len(y) == 0:
+        return None
+    return float(np.mean(learner.predict_many(E.astype(np.float64)) == y))
+
+
+# -- export ----------------------------------------------------------------------
+
+
+def export_bundle(
+    checkpoint: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | None = None,
+    quantize: str | None = None,
+    head: str | None = "slda",
+    max_classes: int | None = None,
+    budget_bytes: int = 4_000_000,
+    buffer_capacity: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = TOLERANCE,
+    limit: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    sign_key: str | os.PathLike[str] | None = None,
+) -> ExportReport:
+    """Export ``checkpoint`` to a bundle directory ``out``; see the module docstring.
+
+    Parameters
+    ----------
+    checkpoint : path-like
+        A checkpoint written by ``edgecl pretrain`` / :func:`save_checkpoint`.
+    out : path-like
+        Bundle directory to create (replaced only with ``overwrite``).
+    data : path-like, optional
+        The pre-training ``.npz``, for the head, the held-out accuracy and the
+        parity inputs. Default: the checkpoint's ``provenance.data`` when that
+        file exists; without data the bundle has no head and parity uses random
+        inputs.
+    quantize : {"int8"}, optional
+        Ship a dynamically quantised model instead of the float one.
+    head : {"slda", "ncm", "softmax"} or None
+        Kind of the initial learner; None for no head.
+    max_classes : int, optional
+        Classes the device learner can hold (default ``max(32, n_classes)``, room
+        for new classes learned on the device).
+    budget_bytes, buffer_capacity : int
+        Learner budget; the buffer is empty for slda/ncm (they do not replay;
+        keeps ``head.safetensors`` small) and 1000 slots for softmax by default.
+    opset : int
+        ONNX opset (17 by default).
+    tolerance : float
+        Largest allowed |torch − onnxruntime| in the parity check.
+    limit : int, optional
+        Fit the head on at most this many pre-training inputs (tests).
+    seed : int
+        Seeds the learner and the random parity inputs.
+    overwrite : bool
+        Replace an existing bundle at ``out``.
+    sign_key : path-like, optional
+        Ed25519 private key (unencrypted PKCS#8 PEM) to sign the manifest with;
+        needs ``cryptography`` (``pip install 'edgecl[sign]'``).
+    """
+    signer = None if sign_key is None else load_private_key(sign_key)
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ConfigError(f"quantize = {quantize!r}: must be one of {', '.join(QUANTIZE)}")
+    torch.manual_seed(seed)
+    model, meta = load_checkpoint(checkpoint)
+    info = read_checkpoint_meta(checkpoint)
+    spec = model.spec
+    in_shape = tuple(int(s) for s in spec["in_shape"])
+    norm = meta.get("normalisation") or {"mean": [0.0], "std": [1.0]}
+    mean, std = [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
+    if len(mean) not in (1, in_shape[-1]) or len(std) != len(mean) or min(std) <= 0:
+        raise ConfigError(
+            f"{checkpoint}: normalisation has {len(mean)} means / {len(std)} stds; need 1 or "
+            f"{in_shape[-1]} (the last input axis) each, and std > 0"
+        )
+    wrapped = Normalised(model.extractor, mean, std).eval()
+    float_model = onnx_bytes(wrapped, in_shape, opset)
+
+    # Data: the checkpoint's pre-training file unless told otherwise.
+    if data is None:
+        data = find_pretraining_data(meta)
+    hd = None if data is None else _head_data(data, meta, limit)
+
+    rng = np.random.default_rng(seed)
+    rand = rng.standard_normal((64, *in_shape)).astype(np.float32) * np.float32(std) + np.float32(
+        mean
+    )
+    probe = rand if hd is None else np.concatenate([hd.x_test[:64], hd.x_train[:64], rand])
+    diff = parity(wrapped, float_model, probe)
+    if not diff <= tolerance:
+        raise BundleError(
+            f"parity check failed: onnxruntime and torch differ by up to {diff:.3g} "
+            f"(limit {tolerance:g}) over {len(probe)} inputs"
+        )
+
+    shipped = float_model if quantize is None else quantize_int8(float_model)
+    n_classes = int(spec["n_classes"])
+    class_names = [str(c) for c in meta.get("class_names") or range(n_classes)]
+    accuracy: dict[str, Any] = {"head": head}
+    quant: dict[str, Any] | None = None
+    head_bytes = None
+    if head is not None and hd is not None:
+        k = max(32, len(class_names), int(hd.y_train.max()) + 1)
+        cap = buffer_capacity if buffer_capacity is not None else (1000 if head == "softmax" else 0)
+        cfg = LearnerConfig(
+            dim=model.embed_dim,
+            max_classes=k if max_classes is None else max_classes,
+            head=head,
+            budget_bytes=budget_bytes,
+            buffer_capacity=cap,
+            seed=seed,
+        )
+        ex_f = OnnxExtractor(float_model)
+        Etr, Ete = ex_f.embed_many(hd.x_train), ex_f.embed_many(hd.x_test)
+        learner = _fit_head(Etr, hd.y_train, cfg)
+        accuracy |= {
+            "train": _accuracy(learner, Etr, hd.y_train),
+            "heldout": _accuracy(learner, Ete, hd.y_test),
+            "heldout_name": hd.test_name,
+            "heldout_n": len(hd.y_test),
+            "train_n": len(hd.y_train),
+        }
+        if quantize is not None:
+            ex_q = OnnxExtractor(shipped)
+            Qtr, Qte = ex_q.embed_many(hd.x_train), ex_q.embed_many(hd.x_test)
+            learner_q = _fit_head(Qtr, hd.y_train, cfg)
+            quant = {
+                "float_heldout_accuracy": accuracy["heldout"],
+                "int8_heldout_accuracy": _accuracy(learner_q, Qte, hd.y_test),
+                "embedding_max_abs_diff": float(np.abs(Qte - Ete).max()),
+            }
+            accuracy |= {
+                "train": _accuracy(learner_q, Qtr, hd.y_train),
+                "heldout": quant["int8_heldout_accuracy"],
+            }
+            learner = learner_q
+        head_bytes = state_bytes(learner)
+    if quantize is not None:
+        quant = {
+            **(quant or {}),
+            "mode": "int8-dynamic",
+            "weights": "uint8",
+            "float_bytes": len(float_model),
+            "int8_bytes": len(shipped),
+            "size_ratio": len(shipped) / len(float_model),
+        }
+
+    manifest = _manifest(
+        spec, meta, info, in_shape, norm, class_names, opset, diff, len(probe), hd, accuracy,
+        quant, head if head_bytes is not None else None,
+    )  # fmt: skip
+    bundle = write_bundle(out, manifest, shipped, head_bytes, overwrite=overwrite, sign_key=signer)
+    # Read it back through the device path and compare with what was measured.
+    ex = bundle.extractor()
+    check = probe[:8]
+    if quantize is None and float(np.abs(ex.embed_many(check) - _torch(wrapped, check)).max()) > (
+        tolerance
+    ):
+        raise BundleError(f"{bundle.path}: the written bundle does not reproduce the export")
+    total = sum(p.stat().st_size for p in bundle.path.iterdir())
+    return ExportReport(
+        path=bundle.path,
+        bundle=bundle,
+        parity_max_abs_diff=diff,
+        parity_n=len(probe),
+        float_bytes=len(float_model),
+        model_bytes=len(shipped),
+        head_bytes=0 if head_bytes is None else len(head_bytes),
+        total_bytes=total,
+        quantize=quantize,
+        accuracy=accuracy,
+        quantization=quant,
+        signed_by=bundle.signed_by,
+    )
+
+
+def _torch(module: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+
+
+def _manifest(
+    spec: dict[str, Any],
+    meta: dict[str, Any],
+    info: dict[str, Any],
+    in_shape: tuple[int, ...],
+    norm: dict[str, Any],
+    class_names: list[str],
+    opset: int,
+    diff: float,
+    n_probe: int,
+    hd: _HeadData | None,
+    accuracy: dict[str, Any],
+    quant: dict[str, Any] | None,
+    head: str | None,
+) -> dict[str, Any]:
+    from edgecl import __version__
+
+    window = meta.get("window")
+    prov = {k: v for k, v in (meta.get("provenance") or {}).items() if k not in _VOLATILE}
+    if isinstance(prov.get("data"), str):
+        prov["data"] = Path(prov["data"]).name  # no machine-specific absolute paths
+    prov["checkpoint_arrays_sha256"] = info.get("arrays_sha256")
+    prov["spec"] = spec
+    prov["export"] = {
+        "edgecl": __version__,
+        "torch": torch.__version__.split("+")[0],
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "exporter": "torch.onnx.export (TorchScript), constant folding",
+    }
+    if hd is not None:
+        prov["head_data"] = {
+            "data": hd.name,
+            "sha256": hd.sha256,
+            "train_n": int(len(hd.y_train)),
+            "heldout": hd.test_name,
+            "heldout_n": int(len(hd.y_test)),
+        }
+    m: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {
+            "arch": spec["arch"],
+            "opset": opset,
+            "input": {
+                "name": INPUT_NAME,
+                "shape": ["batch", *in_shape],
+                "dtype": "float32",
+            },
+            "output": {
+                "name": OUTPUT_NAME,
+                "shape": ["batch", int(spec["embed_dim"])],
+                "dtype": "float32",
+            },  # fmt: skip
+            "quantization": quant,
+        },
+        "embedding_dim": int(spec["embed_dim"]),
+        "class_names": class_names,
+        "normalisation": {
+            "mean": [float(v) for v in norm["mean"]],
+            "std": [float(v) for v in norm["std"]],
+            "axis": -1,
+            "in_graph": True,
+        },
+        "window": None
+        if window is None
+        else {
+            "length": int(window["length"]),
+            "hop": int(window["hop"]),
+            "channels": [str(c) for c in window["channels"]],
+            "rate_hz": window.get("rate_hz"),
+        },
+        "parity": {"max_abs_diff": diff, "n": n_probe, "tolerance": TOLERANCE},
+        "accuracy": accuracy,
+        "provenance": prov,
+    }
+    if head is not None:
+        m["head"] = {"kind": head}
+    return m

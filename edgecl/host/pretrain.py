@@ -1,0 +1,225 @@
+"""``edgecl pretrain``: train an extractor, or run a continual-learning task sequence.
+
+Three ways in, one loop (:func:`edgecl.host.train.train_tasks`):
+
+* ``--data D.npz --out CKPT`` — pre-train on one dataset, report the held-out
+  accuracy, save the checkpoint (safetensors + JSON, :mod:`edgecl.host.checkpoint`)
+  with the normalisation, class names, window and provenance that export needs;
+* ``--tasks A.npz B.npz ...`` — one task per file (default scenario domain-IL:
+  one shared head, e.g. MNIST → Fashion-MNIST);
+* ``--data D.npz --split-classes K`` — the dataset's classes cut into tasks of
+  K classes (default scenario class-IL, e.g. split-MNIST).
+
+Task sequences print the accuracy matrix, ACC, BWT, FWT, forgetting and time,
+and ``--json`` writes the DESIGN §6 keys. The CLI flags live in
+:mod:`edgecl.cli` (no torch there); :func:`run` receives the parsed namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgecl.errors import ConfigError
+from edgecl.host import ddp
+from edgecl.host.checkpoint import save_checkpoint
+from edgecl.host.data import (
+    TrainingData,
+    load_training_data,
+    n_outputs,
+    split_classes,
+    tasks_from_files,
+)
+from edgecl.host.models import build_model
+from edgecl.host.strategies import make_strategy
+from edgecl.host.train import TaskResult, TrainConfig, train_tasks
+
+__all__ = ["run"]
+
+
+def _default_arch(data: TrainingData) -> str:
+    return "imu-cnn" if data.window is not None else "mlp"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``edgecl pretrain`` with parsed CLI arguments; returns the exit code."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    sequence = bool(args.tasks) or args.split_classes is not None
+    if not sequence and args.strategy not in (None, "naive"):
+        raise ConfigError("--strategy needs a task sequence: --tasks A B ... or --split-classes K")
+    if not sequence and not args.out:
+        raise ConfigError("--out CKPT is required when pre-training on one dataset")
+    load = {
+        "window": args.window,
+        "hop": args.hop,
+        "test_subjects": args.test_subjects,
+        "limit": args.limit,
+        "seed": args.seed,
+    }
+    paths = args.tasks if args.tasks else [args.data]
+    datas = [load_training_data(p, **load) for p in paths]
+    first = datas[0]
+    if args.split_classes is not None:
+        scenario = args.scenario or "class-il"
+        tasks = split_classes(first, args.split_classes, scenario)
+    elif args.tasks:
+        scenario = args.scenario or "domain-il"
+        tasks = tasks_from_files(datas, scenario)
+    else:
+        scenario = "class-il"
+        tasks = tasks_from_files(datas, scenario)
+    arch = args.model or _default_arch(first)
+    torch.manual_seed(args.seed)
+    model = build_model(
+        arch,
+        first.in_shape,
+        n_outputs(tasks),
+        args.embed_dim,
+        width=args.width,
+        batchnorm=not args.no_batchnorm,
+    )
+    strategy_name = args.strategy or "naive"
+    strategy = make_strategy(
+        strategy_name,
+        ewc_lambda=args.ewc_lambda,
+        fisher=args.fisher,
+        fisher_batches=args.fisher_batches,
+        fisher_decay=args.fisher_decay,
+        si_c=args.si_c,
+        mas_lambda=args.mas_lambda,
+        alpha=args.lwf_alpha,
+        temperature=args.lwf_temperature,
+        buffer_size=args.buffer_size,
+        seed=args.seed,
+    )
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        scenario=scenario,
+        bn_policy=args.bn_policy,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    try:
+        result = train_tasks(model, tasks, strategy, cfg)
+        if not ddp.init().is_main:
+            return 0
+        report = result.to_json()
+        report["model"] = model.spec
+        report["data"] = [d.path for d in datas]
+        if not sequence:
+            report["accuracy"] = report["accuracy_matrix"][0][0]
+            report["n_train"], report["n_test"] = len(first.y_train), len(first.y_test)
+        if args.out:
+            meta = _meta(args, datas, tasks, scenario, strategy_name, result)
+            save_checkpoint(args.out, model.cpu(), meta)
+            report["checkpoint"] = str(args.out)
+        if args.json:
+            text = json.dumps(report, indent=2)
+            if args.json == "-":
+                print(text)
+            else:
+                Path(args.json).write_text(text + "\n", encoding="utf-8")
+        if args.json != "-":
+            print(_summary(report, first, sequence))
+        return 0
+    finally:
+        ddp.cleanup()
+
+
+def _class_names(datas: list[TrainingData], tasks, scenario: str, split: bool) -> list[str]:
+    if split and scenario == "domain-il":
+        return [f"position {i}" for i in range(n_outputs(tasks))]
+    if len(datas) == 1 or scenario == "domain-il":
+        return list(datas[0].class_names) + [
+            str(i) for i in range(len(datas[0].class_names), n_outputs(tasks))
+        ]
+    return [f"{d.name}:{c}" for d in datas for c in d.class_names]
+
+
+def _meta(args, datas, tasks, scenario, strategy_name, result: TaskResult) -> dict[str, Any]:
+    first = datas[0]
+    acc = result.accuracy_matrix[-1]
+    return {
+        "normalisation": first.normalisation,
+        "class_names": _class_names(datas, tasks, scenario, args.split_classes is not None),
+        "window": first.window,
+        "provenance": {
+            "data": [Path(d.path).name for d in datas],
+            "sha256_data": [d.sha256 for d in datas],
+            "test_subjects": first.test_subjects,
+            "tasks": [t.name for t in tasks],
+            "scenario": scenario if len(tasks) > 1 else None,
+            "strategy": strategy_name,
+            "bn_policy": args.bn_policy,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "optimizer": args.optimizer,
+            "seed": args.seed,
+            "limit": args.limit,
+            "device": result.info.get("device"),
+            "world_size": result.info.get("world_size"),
+            "torch": torch.__version__,
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "accuracy": float(acc.mean()),
+            "task_accuracy": [float(a) for a in acc],
+        },
+    }
+
+
+def _summary(r: dict[str, Any], first: TrainingData, sequence: bool) -> str:
+    dev = f"{r['device']}" + (f" ×{r['world_size']}" if r["world_size"] > 1 else "")
+    if not sequence:
+        held = (
+            f"subjects {' '.join(map(str, first.test_subjects))}"
+            if first.test_subjects
+            else "test split"
+        )
+        lines = [
+            f"edgecl pretrain: {r['model']['arch']} on {first.name}, {r['n_train']:,} training "
+            f"samples, {r['seconds']:.1f} s on {dev}",
+            f"held-out accuracy ({held}, {r['n_test']:,} samples): {r['accuracy']:.4f}",
+        ]
+    else:
+        names = [n if len(n) <= 14 else n[:13] + "…" for n in r["tasks"]]
+        w = max(8, *(len(n) for n in names))
+        lines = [
+            f"edgecl pretrain: {r['strategy']} / {r['scenario']} (BatchNorm {r['bn_policy']}), "
+            f"{r['model']['arch']}, {len(names)} tasks, {r['seconds']:.1f} s on {dev}",
+            "",
+            "accuracy R[i, j]: row = after task i, column = test set of task j",
+            " " * (w + 6) + "".join(f" {n:>{w}}" for n in names),
+        ]
+        rows = [("before", r["baseline_accuracy"])]
+        rows += [(f"after {n}", row) for n, row in zip(names, r["accuracy_matrix"], strict=True)]
+        for label, vals in rows:
+            lines.append(f"{label:<{w + 6}}" + "".join(f" {_f(v):>{w}}" for v in vals))
+        lines += [
+            "",
+            f"{'avg_accuracy':<14}{_f(r['avg_accuracy'])}",
+            f"{'bwt':<14}{_f(r['bwt'], True)}",
+            f"{'fwt':<14}{_f(r['fwt'], True)}",
+            f"{'forgetting':<14}{_f(r['forgetting'])}",
+            f"{'learn_us':<14}p50 {_f(r['learn_us']['p50'], d=1)}  "
+            f"p99 {_f(r['learn_us']['p99'], d=1)}  (per training sample)",
+            f"{'state_bytes':<14}{r['state_bytes']:,} (model + strategy)",
+        ]
+    if r.get("checkpoint"):
+        lines.append(f"checkpoint: {r['checkpoint']}")
+    return "\n".join(lines)
+
+
+def _f(v: float | None, signed: bool = False, d: int = 4) -> str:
+    if v is None:
+        return "—"
+    return f"{v:+.{d}f}" if signed else f"{v:.{d}f}"

@@ -1,0 +1,69 @@
+"""Task-based continual-learning strategies for host training, one small module each.
+
+=============  =========================================================  ==========
+name           idea                                                       module
+=============  =========================================================  ==========
+naive          fine-tuning, nothing protects old tasks (lower bound)      naive
+joint          train on every task seen so far (upper bound)              joint
+ewc            diagonal-Fisher quadratic penalty per task                 ewc
+online-ewc     one running Fisher with decay                              online_ewc
+si             path-integral importance (synaptic intelligence)           si
+mas            output-sensitivity importance (memory aware synapses)      mas
+lwf            distillation on the previous model's outputs               lwf
+replay         reservoir buffer of old samples mixed into each batch      replay
+=============  =========================================================  ==========
+
+:func:`make_strategy` builds one by name from flat keyword options; options a
+strategy does not use are ignored, so a CLI can pass all of its flags.
+
+>>> make_strategy("ewc", ewc_lambda=10.0, buffer_size=5).ewc_lambda
+10.0
+>>> sorted(STRATEGIES)
+['ewc', 'joint', 'lwf', 'mas', 'naive', 'online-ewc', 'replay', 'si']
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from edgecl.errors import ConfigError
+from edgecl.host.strategies.base import Strategy, TaskView, masked
+from edgecl.host.strategies.ewc import EWC, diagonal_fisher
+from edgecl.host.strategies.joint import Joint
+from edgecl.host.strategies.lwf import LwF
+from edgecl.host.strategies.mas import MAS
+from edgecl.host.strategies.naive import Naive
+from edgecl.host.strategies.online_ewc import OnlineEWC
+from edgecl.host.strategies.replay import Replay
+from edgecl.host.strategies.si import SI
+
+__all__ = [
+    "EWC",
+    "MAS",
+    "SI",
+    "STRATEGIES",
+    "Joint",
+    "LwF",
+    "Naive",
+    "OnlineEWC",
+    "Replay",
+    "Strategy",
+    "TaskView",
+    "diagonal_fisher",
+    "make_strategy",
+    "masked",
+]
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (Naive, Joint, EWC, OnlineEWC, SI, MAS, LwF, Replay)
+}
+
+
+def make_strategy(name: str, **options: Any) -> Strategy:
+    """Build strategy ``name``, passing it the options its constructor takes."""
+    if name not in STRATEGIES:
+        raise ConfigError(f"strategy = {name!r}: must be one of {', '.join(STRATEGIES)}")
+    cls = STRATEGIES[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
