@@ -98,7 +98,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     tmp = directory / f".{target.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    # A fresh file, never an old one: a stale temp file keeps its old mode under O_TRUNC,
+    # and O_EXCL refuses a symlink planted there instead of writing through it.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
