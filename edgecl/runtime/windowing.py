@@ -2,13 +2,21 @@
 
 A sensor delivers rows (one time step of ``C`` channels); models and features
 work on windows of ``length`` consecutive rows, a new window every ``hop`` rows.
-Two pure functions live here:
+Offline, two pure functions:
 
 * :func:`sliding_windows` — windows over one continuous signal, as a read-only
   strided view (no copy).
 * :func:`windows_by_segment` — windows over concatenated recordings that never
   cross a recording boundary, each labelled by the majority (default) or the
   last-row label, with the subject and recording of every window.
+
+Online, for the daemon:
+
+* :class:`StreamWindower` — rows pushed one at a time into a preallocated ring;
+  every ``hop`` rows (once ``length`` have arrived) a window completes and gets
+  the next ``seq`` number; its label follows the same rule as above.
+* :class:`SeqMemory` — the embeddings of the last ``capacity`` windows by
+  ``seq``, so a label that arrives later still reaches its window.
 
 >>> import numpy as np
 >>> rows = np.arange(12, dtype=np.float32).reshape(6, 2)
@@ -26,7 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Windows", "n_windows", "sliding_windows", "windows_by_segment"]
+__all__ = [
+    "SeqMemory",
+    "StreamWindower",
+    "Windows",
+    "n_windows",
+    "sliding_windows",
+    "windows_by_segment",
+]
 
 LABEL_RULES = ("majority", "last")
 
@@ -196,3 +211,130 @@ def _check_length_hop(length: int, hop: int) -> None:
     for name, v in (("length", length), ("hop", hop)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} = {v!r}: must be an integer >= 1")
+
+
+class StreamWindower:
+    """Sliding windows over a live row stream, without allocating per row.
+
+    The ring holds every row twice (at ``i`` and ``i + length``), so the newest
+    ``length`` rows are always one contiguous slice: :meth:`window` is a view,
+    not a copy. Windows match :func:`sliding_windows` over the same rows, and
+    their labels match :func:`windows_by_segment` with the same ``label`` rule
+    (rows pushed without a label count as ``-1``; a window whose label comes out
+    ``-1`` is unlabelled).
+
+    Parameters
+    ----------
+    length, hop : int
+        Window length and step, in rows.
+    channels : int
+        Values per row.
+    label : {"majority", "last"}
+    dtype : numpy dtype
+        Of the ring and so of the windows (float32: what the extractor takes).
+
+    >>> w = StreamWindower(length=3, hop=2, channels=1)
+    >>> [w.push([float(i)], label=i // 3) for i in range(7)]
+    [None, None, 0, None, 1, None, 2]
+    >>> w.window()[:, 0].tolist(), w.window_label()
+    ([4.0, 5.0, 6.0], 1)
+    """
+
+    def __init__(
+        self,
+        length: int,
+        hop: int,
+        channels: int,
+        *,
+        label: str = "majority",
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
+        _check_length_hop(length, hop)
+        _check_length_hop(channels, 1)
+        if label not in LABEL_RULES:
+            raise ValueError(f"label = {label!r}: must be one of {', '.join(LABEL_RULES)}")
+        self.length, self.hop, self.channels, self.label_rule = length, hop, channels, label
+        self._ring = np.zeros((2 * length, channels), dtype=dtype)
+        self._labels = np.full(2 * length, -1, dtype=np.int64)
+        self._pos = 0  # where the next row goes, in [0, length)
+        self.rows = 0  # rows since the last reset
+        self.seq = 0  # the next window's number
+
+    def push(self, row: np.ndarray | list[float], label: int | None = None) -> int | None:
+        """Add one row; return the new window's ``seq`` when this row completes one."""
+        p = self._pos
+        self._ring[p] = row
+        self._ring[p + self.length] = row
+        lab = -1 if label is None else label
+        self._labels[p] = lab
+        self._labels[p + self.length] = lab
+        self._pos = p + 1 if p + 1 < self.length else 0
+        self.rows += 1
+        if self.rows < self.length or (self.rows - self.length) % self.hop:
+            return None
+        seq = self.seq
+        self.seq += 1
+        return seq
+
+    def window(self) -> np.ndarray:
+        """The newest ``length`` rows, oldest first: a view valid until the next push."""
+        return self._ring[self._pos : self._pos + self.length]
+
+    def window_label(self) -> int:
+        """The current window's label by the ``label`` rule, or -1 if unlabelled."""
+        labels = self._labels[self._pos : self._pos + self.length]
+        if self.label_rule == "last":
+            return int(labels[-1])
+        if labels.max() < 0:
+            return -1
+        # Mode with ties to the smaller label, like _majority (-1 is the smallest).
+        return int(np.argmax(np.bincount(labels + 1))) - 1
+
+    def reset(self) -> None:
+        """A new connection: forget the partial window and number windows from 0 again."""
+        self._pos = 0
+        self.rows = 0
+        self.seq = 0
+
+
+class SeqMemory:
+    """The embeddings of the last ``capacity`` windows, looked up by ``seq``.
+
+    A label for a window older than that, for one not yet seen, or a second label
+    for the same window, is refused by reason (``unknown_seq`` or
+    ``duplicate_seq``) — counted, never an error.
+
+    >>> m = SeqMemory(capacity=2, dim=1)
+    >>> for seq in range(3):
+    ...     m.put(seq, np.array([seq], np.float32))
+    >>> m.take(0), m.take(2), m.take(2), m.take(5)
+    ('unknown_seq', array([2.], dtype=float32), 'duplicate_seq', 'unknown_seq')
+    """
+
+    def __init__(self, capacity: int, dim: int) -> None:
+        _check_length_hop(capacity, 1)
+        self.capacity = capacity
+        self._x = np.zeros((capacity, dim), dtype=np.float32)
+        self._seq = np.full(capacity, -1, dtype=np.int64)
+        self._used = np.zeros(capacity, dtype=bool)
+
+    def put(self, seq: int, x: np.ndarray) -> None:
+        """Remember ``x`` as window ``seq`` (overwrites the slot of ``seq - capacity``)."""
+        i = seq % self.capacity
+        self._x[i] = x
+        self._seq[i] = seq
+        self._used[i] = False
+
+    def clear(self) -> None:
+        """Forget every window (a new connection numbers windows from 0 again)."""
+        self._seq[:] = -1
+
+    def take(self, seq: int) -> np.ndarray | str:
+        """The embedding of window ``seq`` (a copy), or the reject reason."""
+        i = seq % self.capacity
+        if self._seq[i] != seq:
+            return "unknown_seq"
+        if self._used[i]:
+            return "duplicate_seq"
+        self._used[i] = True
+        return self._x[i].copy()
