@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import time
 from collections.abc import Callable
 
-# BLAS reads these once, at import: they must be set before numpy is imported.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
+# isort: off
+from benchkit import config_for, gaussian_stream, machine, summary_us  # sets BLAS threads first
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from edgecl.learner import LearnerConfig, ReservoirBuffer, StreamingLearner, plan_budget  # noqa: E402
+# isort: on
+from edgecl.learner import LearnerConfig, StreamingLearner
 
 try:
     import torch
@@ -51,25 +48,15 @@ CASES = {
 
 def make_config(case: str, dim: int, slots: int, seed: int) -> LearnerConfig:
     """Config whose budget leaves room for exactly ``slots`` buffered samples."""
-    cfg = LearnerConfig(dim=dim, max_classes=MAX_CLASSES, seed=seed, **CASES[case])
-    one = plan_budget(cfg.replace(budget_bytes=1 << 40, buffer_capacity=1))["state_bytes"]
-    per_item = ReservoirBuffer.bytes_per_item(dim, cfg.buffer_dtype)
-    return cfg.replace(budget_bytes=one + (slots - 1) * per_item)
+    return config_for(dim, MAX_CLASSES, slots, seed, **CASES[case])
 
 
 def make_stream(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` float32 samples of N_CLASSES Gaussians, labels in class order, in equal blocks."""
-    rng = np.random.default_rng(seed)
-    means = rng.normal(0.0, 1.0, (N_CLASSES, dim))
-    Y = np.minimum(np.arange(n) * N_CLASSES // n, N_CLASSES - 1)
-    X = means[Y] + rng.normal(0.0, 1.0, (n, dim))
-    return X.astype(np.float32), Y
+    return gaussian_stream(n, dim, N_CLASSES, seed)
 
 
-def stats(ns: np.ndarray) -> dict[str, float]:
-    us = ns / 1000.0
-    p50, p99 = np.percentile(us, [50, 99])
-    return {"p50": float(p50), "p99": float(p99), "mean": float(us.mean()), "max": float(us.max())}
+stats = summary_us
 
 
 def bench_edgecl(cfg: LearnerConfig, X: np.ndarray, Y: np.ndarray, warmup: int) -> dict:
@@ -169,22 +156,6 @@ def bench_torch(
         update(x, y)
         t[i] = clock() - t0
     return stats(t[warmup:])
-
-
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__ if torch is not None else "not installed",
-        "threads": "1",
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,145 @@
+"""tools/bench_scaling.py (and tools/benchkit.py) on a tiny grid: JSON schema, budgets, slopes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecl.learner import ReservoirBuffer, plan_budget
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def _import_tool(name: str):
+    """Import a tools/ script as a module, leaving os.environ and sys.path as they were."""
+    saved = dict(os.environ)
+    sys.path.insert(0, str(TOOLS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(TOOLS))
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+scaling = _import_tool("bench_scaling")
+benchkit = _import_tool("benchkit")
+
+TINY = ["--dims", "8", "16", "32", "--classes", "2", "5", "--slots", "10", "40", "--n", "30"]
+TINY += ["--warmup", "5", "--base-dim", "16", "--base-classes", "3", "--base-slots", "20"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("scaling") / "scaling.json"
+    assert scaling.main([*TINY, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_json_schema_and_finite_numbers(report: dict) -> None:
+    assert set(report) == {"machine", "settings", "results", "slopes", "seconds"}
+    assert report["settings"]["base"] == {"dim": 16, "classes": 3, "slots": 20}
+    rows = report["results"]
+    assert len(rows) == (3 + 2 + 2) * len(scaling.HEADS)
+    for r in rows:
+        assert r["axis"] in scaling.AXES and r["head"] in scaling.HEADS
+        for key in ("learn_us", "predict_us"):
+            vals = r[key].values()
+            assert all(math.isfinite(v) and v > 0 for v in vals), r
+        assert r["state_bytes"] > 0
+    assert set(report["slopes"]) == set(scaling.AXES)
+    for per_head in report["slopes"].values():
+        assert set(per_head) == set(scaling.HEADS)
+        for s in per_head.values():
+            assert all(v is None or math.isfinite(v) for v in s.values())
+
+
+def test_axes_move_one_setting_from_the_base(report: dict) -> None:
+    for r in report["results"]:
+        for axis, base in report["settings"]["base"].items():
+            if axis != r["axis"]:
+                assert r[axis] == base
+
+
+def test_state_bytes_are_the_planned_budget(report: dict) -> None:
+    """Every configuration is budgeted to exactly its head, Fisher and ``slots`` slots."""
+    for r in report["results"]:
+        cfg = benchkit.config_for(r["dim"], r["classes"], r["slots"], **scaling.HEADS[r["head"]])
+        plan = plan_budget(cfg)
+        assert plan["buffer_capacity"] == r["slots"] == r["buffer_capacity"]
+        assert r["state_bytes"] == plan["state_bytes"] == cfg.budget_bytes
+    # Memory grows with every axis, for every head (buffer slots and head rows are preallocated).
+    for axis in scaling.AXES:
+        for head in scaling.HEADS:
+            sb = [
+                r["state_bytes"]
+                for r in report["results"]
+                if (r["axis"], r["head"]) == (axis, head)
+            ]
+            assert sb == sorted(sb) and sb[0] < sb[-1], (axis, head, sb)
+
+
+def test_state_bytes_exponents(report: dict) -> None:
+    """SLDA's d×d matrices make its memory grow faster in dim than the O(d) heads'."""
+    dim = report["slopes"]["dim"]
+    assert dim["slda"]["state_bytes"] > dim["ncm"]["state_bytes"]
+    # Each buffer slot costs exactly one float16 vector and an int32 label.
+    for head in scaling.HEADS:
+        b = {
+            r["slots"]: r["state_bytes"]
+            for r in report["results"]
+            if (r["axis"], r["head"]) == ("slots", head)
+        }
+        assert b[40] - b[10] == 30 * ReservoirBuffer.bytes_per_item(16, "float16") == 30 * 36
+
+
+def test_slope_recovers_a_power_law() -> None:
+    xs = [32, 64, 128, 256, 512, 1024]
+    assert scaling.slope(xs, [3 * x**2 for x in xs]) == pytest.approx(2.0)
+    assert scaling.slope(xs, [5.0 * x for x in xs]) == pytest.approx(1.0)
+    assert scaling.slope([1], [1]) is None
+
+
+def test_plot_is_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "figs" / "scaling.png"
+    argv = ["--axes", "dim", "--dims", "8", "16", "--heads", "ncm", "slda", "--n", "10"]
+    assert scaling.main([*argv, "--warmup", "2", "--plot", str(png)]) == 0
+    assert png.stat().st_size > 1000
+
+
+def test_config_for_sizes_the_buffer_exactly() -> None:
+    for settings in scaling.HEADS.values():
+        for slots in (1, 7, 100):
+            cfg = benchkit.config_for(12, 4, slots, **settings)
+            assert plan_budget(cfg)["buffer_capacity"] == slots
+
+
+def test_gaussian_stream_blocks_and_determinism() -> None:
+    X, Y = benchkit.gaussian_stream(100, 6, 4, seed=3)
+    X2, _ = benchkit.gaussian_stream(100, 6, 4, seed=3)
+    assert X.dtype == np.float32 and X.shape == (100, 6) and (X == X2).all()
+    assert np.bincount(Y).tolist() == [25, 25, 25, 25] and (np.diff(Y) >= 0).all()
+
+
+def test_one_thread_restores_the_environment() -> None:
+    before = os.environ.get("OMP_NUM_THREADS")
+    with benchkit.one_thread():
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ.get("OMP_NUM_THREADS") == before
+
+
+@pytest.mark.parametrize("name", ["benchkit", "bench_scaling", "peers_report"])
+def test_tool_docstring_examples(name: str) -> None:
+    """tools/ is outside --doctest-modules' reach: run the examples here."""
+    import doctest
+
+    result = doctest.testmod(_import_tool(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

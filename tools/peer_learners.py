@@ -1,0 +1,406 @@
+"""The learners ``bench_peers.py`` compares, behind one small interface.
+
+Every learner has ``prepare(x)`` (turn one float32 row into the library's own
+input: a dict for river, a (1, d) array for scikit-learn, a tensor for torch —
+done outside the timed calls), ``learn_one(p, y)``, ``predict_one(p) -> int``
+(-1 before anything was learned), ``predict_many(X) -> ndarray`` (accuracy
+only, untimed) and ``memory() -> (bytes, measure)`` where the learner can count
+its own state, else ``None`` (the benchmark then measures it with tracemalloc).
+
+Families:
+
+* ``edgecl`` — :class:`edgecl.StreamingLearner` with the README's head settings
+  (``tools/report_eval.py`` ROWS). edgecl's own input validation (float64
+  conversion, shape and finiteness checks) is inside its timed calls.
+* ``torch`` — the honest torch equivalent of edgecl's softmax head: a linear
+  layer (zero init, like edgecl), ``torch.optim.SGD`` on the new sample plus
+  ``replay_k`` distinct samples of a float16 reservoir buffer (Algorithm R),
+  EWC++ (running diagonal Fisher from the step's gradient, penalty gradient
+  ``λF(θ−θ*)``), anchors refreshed by the same task-free plateau trigger edgecl
+  uses; plus Avalanche 0.6.0's ``StreamingLDA.fit``/``predict`` transcribed
+  (Avalanche itself cannot be imported here: see :func:`avalanche_status`).
+* ``river`` / ``sklearn`` — their online classifiers, default settings except
+  where noted (KNN window = edgecl's 1000 replay slots).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from benchkit import config_for
+from report_eval import ROWS
+
+from edgecl import LearnerConfig, OnlineFisher, StreamingLearner
+
+__all__ = ["LearnerSpec", "avalanche_status", "learner_specs"]
+
+INSTALL_HINT = "not installed: pip install 'edgecl[peers]'"
+EDGECL_ROWS = ("ncm", "slda", "softmax", "softmax+replay", "softmax+replay+ewc")
+SLOTS = 1000  # replay slots of every buffered learner (edgecl, torch, river KNN window)
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """A named learner factory; ``skip`` says why it cannot run here (None = it can)."""
+
+    name: str
+    family: str
+    make: Callable[[int, int, int], Any]  # (dim, n_classes, seed) -> learner
+    skip: str | None = None
+    max_dim: int | None = None  # above this dim the learner is skipped as too slow
+    note: str = ""
+
+
+# -- edgecl ------------------------------------------------------------------
+
+
+class EdgeclLearner:
+    def __init__(self, row: str, dim: int, n_classes: int, seed: int) -> None:
+        kw = dict(ROWS[row])
+        slots = kw.pop("buffer_capacity", 0)
+        self.lr = StreamingLearner(config_for(dim, n_classes, slots, seed, **kw))
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def learn_one(self, x: np.ndarray, y: int) -> None:
+        self.lr.learn_one(x, y)
+
+    def predict_one(self, x: np.ndarray) -> int:
+        return self.lr.predict_one(x)
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return self.lr.predict_many(X)
+
+    def memory(self) -> tuple[int, str]:
+        return self.lr.memory_report()["state_bytes"], "state"
+
+
+# -- torch -------------------------------------------------------------------
+
+
+class TorchSoftmax:
+    """Per-sample torch SGD on a linear softmax layer with latent replay and EWC++."""
+
+    def __init__(
+        self, dim: int, n_classes: int, seed: int, replay_k: int, ewc_lambda: float
+    ) -> None:
+        import torch
+
+        self.torch = torch
+        cfg = LearnerConfig(dim=dim, max_classes=n_classes, head="softmax", seed=seed)
+        self.k, self.lam = replay_k, ewc_lambda
+        self.gen = torch.Generator().manual_seed(seed)
+        self.lin = torch.nn.Linear(dim, n_classes)
+        torch.nn.init.zeros_(self.lin.weight)
+        torch.nn.init.zeros_(self.lin.bias)
+        self.params = list(self.lin.parameters())
+        self.opt = torch.optim.SGD(self.params, lr=cfg.lr)
+        self.seen = torch.zeros(n_classes, dtype=torch.bool)
+        cap = SLOTS if replay_k else 0
+        self.buf_x = torch.zeros(cap, dim, dtype=torch.float16)
+        self.buf_y = torch.zeros(cap, dtype=torch.long)
+        self.stored = self.offered = 0
+        self.fisher = [torch.zeros_like(p) for p in self.params]
+        self.anchor = [torch.zeros_like(p) for p in self.params]
+        self.anchored = False
+        self.fisher_steps = 0
+        self.decay = cfg.fisher_decay
+        # Only its task-free plateau trigger is used: the Fisher itself lives in torch.
+        self.trigger = OnlineFisher(
+            (1,),
+            lam=0.0,
+            window=cfg.loss_window,
+            peak_ratio=cfg.peak_ratio,
+            plateau_tol=cfg.plateau_tol,
+        )
+
+    def prepare(self, x: np.ndarray) -> Any:
+        return self.torch.from_numpy(x)
+
+    def learn_one(self, x: Any, y: int) -> None:
+        torch = self.torch
+        self.seen[y] = True
+        xb, yb = x[None, :], torch.tensor([y])
+        if self.stored and self.k:
+            idx = torch.randperm(self.stored, generator=self.gen)[: self.k]
+            xb = torch.cat([xb, self.buf_x[idx].float()])
+            yb = torch.cat([yb, self.buf_y[idx]])
+        logits = self.lin(xb).masked_fill(~self.seen, float("-inf"))
+        ce = torch.nn.functional.cross_entropy(logits, yb, reduction="none")
+        self.opt.zero_grad()
+        ce.mean().backward()
+        if self.lam:
+            with torch.no_grad():
+                first = self.fisher_steps == 0
+                for p, f, a in zip(self.params, self.fisher, self.anchor, strict=True):
+                    if first:
+                        f.copy_(p.grad * p.grad)
+                    else:
+                        f.mul_(self.decay).addcmul_(p.grad, p.grad, value=1.0 - self.decay)
+                    if self.anchored:
+                        p.grad.add_(self.lam * f * (p - a))
+                self.fisher_steps += 1
+        self.opt.step()
+        if self.lam and self.trigger.observe_loss(float(ce.detach()[0])):
+            with torch.no_grad():
+                for p, a in zip(self.params, self.anchor, strict=True):
+                    a.copy_(p)
+            self.anchored = True
+        self._store(x, y)
+
+    def _store(self, x: Any, y: int) -> None:
+        cap = self.buf_y.shape[0]
+        if not cap:
+            return
+        self.offered += 1
+        if self.stored < cap:
+            slot, self.stored = self.stored, self.stored + 1
+        else:
+            slot = int(self.torch.randint(self.offered, (1,), generator=self.gen))
+        if slot < cap:
+            self.buf_x[slot], self.buf_y[slot] = x, y
+
+    def predict_one(self, x: Any) -> int:
+        if not bool(self.seen.any()):
+            return -1
+        with self.torch.no_grad():
+            return int(self.lin(x).masked_fill(~self.seen, float("-inf")).argmax())
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        if not bool(self.seen.any()):
+            return np.full(len(X), -1)
+        with self.torch.no_grad():
+            s = self.lin(self.torch.from_numpy(X)).masked_fill(~self.seen, float("-inf"))
+            return s.argmax(dim=1).numpy()
+
+    def memory(self) -> tuple[int, str]:
+        ts = [*self.params, *self.fisher, *self.anchor, self.buf_x, self.buf_y, self.seen]
+        ts += [p.grad for p in self.params if p.grad is not None]
+        if not self.lam:  # no Fisher and anchors in the plain-replay variant
+            ts = [t for t in ts if not any(t is f for f in (*self.fisher, *self.anchor))]
+        return sum(t.numel() * t.element_size() for t in ts), "tensors"
+
+
+class AvalancheSLDA:
+    """Avalanche 0.6.0 ``StreamingLDA.fit`` / ``.predict``, transcribed line for line.
+
+    From ``avalanche/training/supervised/deep_slda.py`` (MIT licence): Σ starts
+    at all ones, the rank-one update weights by the global count N, and
+    ``predict`` recomputes ``pinverse((1−ε)Σ + εI)`` whenever a sample arrived
+    since the last call — so in a per-sample loop every predict pays an SVD.
+    Unseen classes keep μ = 0 and score 0, as in Avalanche.
+    """
+
+    def __init__(self, dim: int, n_classes: int, shrinkage: float = 1e-4) -> None:
+        import torch
+
+        self.torch = torch
+        self.input_size, self.shrinkage_param = dim, shrinkage
+        self.muK = torch.zeros((n_classes, dim))
+        self.cK = torch.zeros(n_classes)
+        self.Sigma = torch.ones((dim, dim))
+        self.num_updates = 0
+        self.Lambda = torch.zeros_like(self.Sigma)
+        self.prev_num_updates = -1
+
+    def prepare(self, x: np.ndarray) -> Any:
+        return self.torch.from_numpy(x)[None, :]
+
+    def learn_one(self, x: Any, y: int) -> None:
+        with self.torch.no_grad():
+            y = self.torch.tensor([y])
+            x_minus_mu = x - self.muK[y]
+            mult = self.torch.matmul(x_minus_mu.transpose(1, 0), x_minus_mu)
+            delta = mult * self.num_updates / (self.num_updates + 1)
+            self.Sigma = (self.num_updates * self.Sigma + delta) / (self.num_updates + 1)
+            self.muK[y, :] += (x - self.muK[y, :]) / (self.cK[y] + 1).unsqueeze(1)
+            self.cK[y] += 1
+            self.num_updates += 1
+
+    def _scores(self, X: Any) -> Any:
+        torch = self.torch
+        with torch.no_grad():
+            if self.prev_num_updates != self.num_updates:
+                self.Lambda = torch.pinverse(
+                    (1 - self.shrinkage_param) * self.Sigma
+                    + self.shrinkage_param * torch.eye(self.input_size)
+                )
+                self.prev_num_updates = self.num_updates
+            M = self.muK.transpose(1, 0)
+            W = torch.matmul(self.Lambda, M)
+            c = 0.5 * torch.sum(M * W, dim=0)
+            return torch.matmul(X, W) - c
+
+    def predict_one(self, x: Any) -> int:
+        return -1 if self.num_updates == 0 else int(self._scores(x)[0].argmax())
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        if self.num_updates == 0:
+            return np.full(len(X), -1)
+        return self._scores(self.torch.from_numpy(X)).argmax(dim=1).numpy()
+
+    def memory(self) -> tuple[int, str]:
+        ts = (self.muK, self.cK, self.Sigma, self.Lambda)
+        return sum(t.numel() * t.element_size() for t in ts), "tensors"
+
+
+def avalanche_status() -> str:
+    """Why Avalanche's own StreamingLDA is or is not importable in this environment."""
+    if importlib.util.find_spec("avalanche") is None:
+        return (
+            "avalanche-lib not installed. avalanche-lib 0.6.0 requires torchvision (plus "
+            "torchmetrics, pytorchcv, wandb, tensorboard, gdown, qpsolvers); the torchvision pip "
+            "resolves for torch==2.13.0 (0.28.0, manylinux) is a CUDA build whose _C.so needs "
+            "libtorch_cuda.so and libc10_cuda.so, which torch 2.13.0+cpu does not ship, so "
+            "`import torchvision` fails ('operator torchvision::nms does not exist'); "
+            "avalanche.training imports torchvision (benchmarks/utils/transforms.py), so even "
+            "`pip install --no-deps avalanche-lib` cannot import StreamingLDA. Its fit/predict "
+            "are transcribed instead (avalanche-slda)"
+        )
+    try:
+        from avalanche.training import StreamingLDA  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure is the answer
+        return f"avalanche installed but `from avalanche.training import StreamingLDA` fails: {exc}"
+    return "importable (the transcription is still what is timed; see peer_learners.py)"
+
+
+# -- river and scikit-learn --------------------------------------------------
+
+
+class RiverLearner:
+    def __init__(self, model: Any) -> None:
+        self.m = model
+
+    def prepare(self, x: np.ndarray) -> dict[int, float]:
+        return dict(enumerate(x.tolist()))
+
+    def learn_one(self, x: dict[int, float], y: int) -> None:
+        self.m.learn_one(x, y)
+
+    def predict_one(self, x: dict[int, float]) -> int:
+        p = self.m.predict_one(x)
+        return -1 if p is None else int(p)
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return np.array([self.predict_one(self.prepare(x)) for x in X], dtype=np.int64)
+
+    def memory(self) -> None:
+        return None
+
+
+class SklearnLearner:
+    def __init__(self, model: Any, n_classes: int) -> None:
+        self.m, self.classes = model, np.arange(n_classes)
+        self.fitted = False
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        return x[None, :]
+
+    def learn_one(self, x: np.ndarray, y: int) -> None:
+        # partial_fit must be told every class on its first call (no new labels later).
+        self.m.partial_fit(x, [y], classes=None if self.fitted else self.classes)
+        self.fitted = True
+
+    def predict_one(self, x: np.ndarray) -> int:
+        return int(self.m.predict(x)[0]) if self.fitted else -1
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return self.m.predict(X) if self.fitted else np.full(len(X), -1)
+
+    def memory(self) -> None:
+        return None
+
+
+def _river(factory: Callable[[], Any]) -> Callable[[int, int, int], RiverLearner]:
+    return lambda dim, n_classes, seed: RiverLearner(factory())
+
+
+def _sklearn(factory: Callable[[int], Any]) -> Callable[[int, int, int], SklearnLearner]:
+    return lambda dim, n_classes, seed: SklearnLearner(factory(seed), n_classes)
+
+
+def learner_specs() -> list[LearnerSpec]:
+    """Every learner of the comparison; ``skip`` is set for those that cannot run here."""
+    specs = [
+        LearnerSpec(f"edgecl {row}", "edgecl", lambda d, c, s, r=row: EdgeclLearner(r, d, c, s))
+        for row in EDGECL_ROWS
+    ]
+    has = {m: importlib.util.find_spec(m) is not None for m in ("torch", "river", "sklearn")}
+    torch_skip = None if has["torch"] else "not installed: pip install 'edgecl[host]'"
+    specs += [
+        LearnerSpec(
+            "torch softmax+replay",
+            "torch",
+            lambda d, c, s: TorchSoftmax(d, c, s, replay_k=8, ewc_lambda=0.0),
+            torch_skip,
+        ),
+        LearnerSpec(
+            "torch softmax+replay+ewc",
+            "torch",
+            lambda d, c, s: TorchSoftmax(d, c, s, replay_k=8, ewc_lambda=1.0),
+            torch_skip,
+        ),
+        LearnerSpec(
+            "avalanche-slda (transcribed)",
+            "torch",
+            lambda d, c, s: AvalancheSLDA(d, c),
+            torch_skip,
+            max_dim=256,
+            note="pinverse of Σ on every predict after an update",
+        ),
+    ]
+    river_skip = None if has["river"] else INSTALL_HINT
+    if has["river"]:
+        from river import linear_model, naive_bayes, neighbors, tree
+    specs += [
+        LearnerSpec(
+            "river SoftmaxRegression",
+            "river",
+            _river(lambda: linear_model.SoftmaxRegression()),
+            river_skip,
+        ),
+        LearnerSpec(
+            "river GaussianNB", "river", _river(lambda: naive_bayes.GaussianNB()), river_skip
+        ),
+        LearnerSpec(
+            "river KNN (k=5, window 1000)",
+            "river",
+            _river(
+                lambda: neighbors.KNNClassifier(
+                    n_neighbors=5, engine=neighbors.LazySearch(window_size=SLOTS)
+                )
+            ),
+            river_skip,
+            max_dim=256,
+            note="brute-force search over 1000 stored dicts per predict",
+        ),
+        LearnerSpec(
+            "river HoeffdingTree",
+            "river",
+            _river(lambda: tree.HoeffdingTreeClassifier()),
+            river_skip,
+        ),
+    ]
+    sk_skip = None if has["sklearn"] else INSTALL_HINT
+    if has["sklearn"]:
+        from sklearn.linear_model import Perceptron, SGDClassifier
+    specs += [
+        LearnerSpec(
+            "sklearn SGDClassifier(log_loss)",
+            "sklearn",
+            _sklearn(lambda seed: SGDClassifier(loss="log_loss", random_state=seed)),
+            sk_skip,
+        ),
+        LearnerSpec(
+            "sklearn Perceptron",
+            "sklearn",
+            _sklearn(lambda seed: Perceptron(random_state=seed)),
+            sk_skip,
+        ),
+    ]
+    return specs
