@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip --disable-pip-version-check -q
 DATA   ?= ../shared/data
 
-.PHONY: help install dev test test-slow lint format demo bench eval-mnist eval-imu clean
+.PHONY: help install dev test test-slow lint format demo bench bench-peers bench-scaling bundle bundle-check bench-extractors eval-mnist eval-imu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -19,7 +19,7 @@ $(VENV)/.device: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e '.[dev,plot,host]'
+	$(PIP) install -e '.[dev,plot,host,sign]'
 	touch $@ $(VENV)/.device
 
 install: $(VENV)/.device  ## install edgecl (device dependencies only) into .venv
@@ -40,17 +40,33 @@ test: dev lint  ## install dev deps, lint, run the test suite (slow tests skippe
 test-slow: dev  ## the slow tests only (full-dataset checks)
 	$(PY) -m pytest -m slow -q
 
-demo: install  ## run edgecl end to end on the embedded IMU data
-	$(VENV)/bin/edgecl eval --scenario domain-il --head slda
+demo: install  ## simulated smartwatch → edgecl run → live accuracy on 2 users it never saw (~1 min)
+	$(VENV)/bin/edgecl demo $(DEMO_ARGS)
 
 bench: dev  ## learner micro-benchmarks (µs per learn/predict)
 	$(PY) tools/bench_learner.py
+
+bench-peers: dev  ## edgecl vs torch, river, scikit-learn on the same streams (installs [peers])
+	$(PIP) install -e '.[peers]'
+	$(PY) tools/bench_peers.py --data $(DATA) --json tools/figures/peers.json --plot tools/figures/peers.png
+
+bench-scaling: dev  ## learn/predict time and state bytes vs dim, classes, buffer size
+	$(PY) tools/bench_scaling.py --json tools/figures/scaling.json --plot tools/figures/scaling.png
 
 eval-mnist: dev  ## split-MNIST class-IL, raw pixels, every head (needs ../shared/data)
 	$(PY) tools/report_eval.py mnist --data $(DATA)
 
 eval-imu: dev  ## smartwatch IMU class-IL and domain-IL, every head
 	$(PY) tools/report_eval.py imu
+
+bundle: dev  ## rebuild the shipped default bundle edgecl/bundles/default (pretrain + export, deterministic)
+	$(PY) tools/build_bundle.py --out edgecl/bundles/default
+
+bundle-check: dev  ## rebuild the default bundle in a temp dir and compare sha256s with the shipped one
+	$(PY) tools/build_bundle.py --check
+
+bench-extractors: dev  ## onnxruntime vs torch eager latency per extractor (1 thread)
+	$(PY) tools/bench_extractors.py
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -112,7 +112,12 @@ def _add_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     )
     p.add_argument("--data", metavar="D.npz", help="dataset (default: the embedded watch_imu.npz)")
     p.add_argument("--scenario", choices=SCENARIOS, default="class-il", help="default: class-il")
-    p.add_argument("--bundle", metavar="B", help="extractor bundle (not available yet)")
+    p.add_argument(
+        "--bundle",
+        metavar="B",
+        help="embed samples with this bundle's extractor ('default' = the shipped one) "
+        "instead of the hand-made IMU features / raw pixels",
+    )
     g = p.add_argument_group("learner")
     g.add_argument("--head", choices=HEADS, default="slda", help="default: slda")
     g.add_argument(
@@ -198,18 +203,32 @@ def _learner_config(args: argparse.Namespace, dim: int, n_classes: int) -> Any:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``edgecl eval``: build the stream, run it, print/write the results."""
-    if args.bundle is not None:
-        raise UsageError(
-            "--bundle: extractor bundles arrive with `edgecl export`; "
-            "for now eval runs on the dataset's own features (drop --bundle)"
-        )
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ImportError("--plot needs matplotlib: pip install 'edgecl[plot]'")
     from edgecl.eval.datasets import load_dataset
     from edgecl.eval.runner import run_stream
     from edgecl.eval.streams import build_stream
 
-    data = load_dataset(args.data, window=args.window, hop=args.hop)
+    embed, window, hop = None, args.window, args.hop
+    if args.bundle is not None:
+        from edgecl.runtime.bundle import Bundle
+
+        bundle = Bundle.load(None if args.bundle == "default" else args.bundle)
+        ext = bundle.extractor()
+        if bundle.window is not None:
+            window = window or bundle.window.length
+            hop = hop or bundle.window.hop
+
+        def embed(X: Any) -> Any:
+            X = X.reshape(len(X), *bundle.input_shape)
+            return ext.embed_many(X)
+
+    data = load_dataset(args.data, window=window, hop=hop, embed=embed)
+    if embed is not None and args.scenario == "domain-il" and data.subject is None:
+        raise UsageError(
+            "--bundle with image domain-il: pixel permutations happen before the "
+            "extractor, which eval does not do; use class-il or task-il"
+        )
     stream = build_stream(
         data,
         args.scenario,
@@ -283,11 +302,467 @@ def _fmt_us(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
+# -- export ------------------------------------------------------------------
+
+_EXPORT_EPILOG = """\
+examples:
+  edgecl export --checkpoint imu.safetensors --out my-bundle
+      ONNX model + manifest + an SLDA head fitted on the checkpoint's pre-training data
+  edgecl export --checkpoint imu.safetensors --out my-bundle-int8 --quantize int8 --json -
+  edgecl export --checkpoint mnist.safetensors --out mnist-bundle --data ../shared/data/mnist.npz
+
+The bundle (model.onnx, manifest.json, head.safetensors) is what `edgecl run`
+and `edgecl bench` load with --bundle; every file is sha256-checked on load.
+With --sign-key the manifest is signed (manifest.sig); devices configured with
+the public key (EDGECL_BUNDLE_PUBKEY or the profile's bundle_public_key) load
+only bundles signed by it. Keys: python tools/bundle_keys.py keygen --out KEYS/name
+"""
+
+
+def _add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="export a trained checkpoint to a device bundle (needs edgecl[host])",
+        description="Export a checkpoint's extractor to ONNX, check onnxruntime against torch,\n"
+        "fit an initial streaming head on the pre-training embeddings and write a\n"
+        "verified bundle directory.",
+        epilog=_EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="from `edgecl pretrain`")
+    p.add_argument("--out", required=True, metavar="B", help="bundle directory to write")
+    p.add_argument("--quantize", choices=["int8"], help="ship a dynamically int8-quantised model")
+    p.add_argument(
+        "--data",
+        metavar="D.npz",
+        help="pre-training data for the head (default: the checkpoint's provenance.data)",
+    )
+    p.add_argument(
+        "--head",
+        choices=["slda", "ncm", "softmax", "none"],
+        default="slda",
+        help="initial learner fitted on the pre-training embeddings (default: slda)",
+    )
+    p.add_argument("--max-classes", type=int, metavar="N", help="device learner classes "
+                   "(default: max(32, classes))")  # fmt: skip
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the head and parity inputs")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    p.add_argument("--sign-key", metavar="KEY", help="Ed25519 private key (PEM) to sign the "
+                   "manifest with (manifest.sig; needs edgecl[sign])")  # fmt: skip
+    p.add_argument("--json", metavar="OUT", help="write the export report as JSON ('-' = stdout)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``edgecl export``: checkpoint → bundle directory; prints a short summary."""
+    try:
+        from edgecl.host.export import export_bundle
+    except ImportError as exc:
+        raise ImportError(
+            f"edgecl export needs torch and onnx ({exc.name or exc} missing): "
+            "pip install 'edgecl[host]'"
+        ) from None
+    report = export_bundle(
+        args.checkpoint,
+        args.out,
+        data=args.data,
+        quantize=args.quantize,
+        head=None if args.head == "none" else args.head,
+        max_classes=args.max_classes,
+        opset=args.opset,
+        seed=args.seed,
+        overwrite=args.force,
+        sign_key=args.sign_key,
+    )
+    if args.json:
+        _write_json(report.to_json(), args.json)
+    if args.json != "-":
+        print(report.summary())
+    return 0
+
+
+# -- run ---------------------------------------------------------------------
+
+_RUN_EPILOG = """\
+examples:
+  edgecl run --source /dev/ttyUSB0 --state /var/lib/edgecl
+      the shipped IMU bundle on a serial sensor; checkpoints resume after a restart
+  edgecl run --source socket://127.0.0.1:7000 --out predictions.ndjson --stats-every 5
+  edgecl run --features 64 --source - --max-classes 10 < embeddings.ndjson
+      no bundle: each {"x": [...]} already is a 64-d embedding
+
+Wire protocol (one JSON object per line): {"x": [..]} a raw row or feature
+vector, {"x": [..], "y": 3} labelled, {"label": 3, "seq": 1042} a delayed label
+for prediction seq, {"cmd": "stats"|"checkpoint"} with --control. Out, one line
+per window: {"seq": 1042, "pred": 2, "p": 0.91, "us": 180}, and {"stats": {...}}
+lines. Bad input is counted per reason in the stats, never fatal. SIGTERM/SIGINT:
+final checkpoint and exit 0; SIGHUP: a stats line.
+"""
+
+
+def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="the on-device daemon: sensor stream in, predictions out, learning from labels",
+        description="Read sensor rows or feature vectors from a serial port, socket, stdin or\n"
+        "file; predict every window; learn from every label; checkpoint and resume.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    io = p.add_argument_group("input and output")
+    io.add_argument(
+        "--source",
+        required=True,
+        metavar="URL",
+        help="/dev/ttyUSB0, socket://HOST:PORT, rfc2217://, loop://, - (stdin) or a file",
+    )
+    io.add_argument("--out", default="-", metavar="URL", help="- (stdout, default), file or URL")
+    io.add_argument("--format", choices=["ndjson", "csv", "framed"], default="ndjson")
+    io.add_argument("--max-line", type=int, metavar="BYTES", help="line cap (default 65536)")
+    io.add_argument("--control", action="store_true", help='accept {"cmd": ...} messages')
+    io.add_argument("--follow", action="store_true", help="file source: wait for more at EOF")
+    m = p.add_argument_group("model")
+    which = m.add_mutually_exclusive_group()
+    which.add_argument("--bundle", metavar="B", help="bundle directory (default: shipped IMU)")
+    which.add_argument(
+        "--features", type=int, metavar="DIM", help="no bundle: x is already a DIM embedding"
+    )
+    m.add_argument("--profile", metavar="P.toml", help="device profile (default: x86-cpu)")
+    m.add_argument("--no-learn", action="store_true", help="predict only (a frozen head)")
+    m.add_argument("--label-rule", choices=["majority", "last"], help="row labels → window")
+    m.add_argument("--pending", type=int, metavar="N", help="windows kept for delayed labels")
+    m.add_argument("--head", choices=["ncm", "slda", "softmax"], help="new learner only")
+    m.add_argument("--max-classes", type=int, metavar="N", help="new learner only")
+    m.add_argument("--budget-bytes", type=int, metavar="N", help="new learner only")
+    s = p.add_argument_group("state and timers")
+    s.add_argument("--state", metavar="DIR", help="checkpoint directory (default: "
+                   "$STATE_DIRECTORY under systemd; none: no checkpoints)")  # fmt: skip
+    s.add_argument("--checkpoint-every", type=int, metavar="N", help="learned labels (profile)")
+    s.add_argument("--checkpoint-seconds", type=float, metavar="S", help="seconds (profile)")
+    s.add_argument("--stats-every", type=float, metavar="S", help="stats line period (10; 0 off)")
+    s.add_argument("--baudrate", type=int, metavar="N", help="serial speed (profile)")
+    s.add_argument("--serial-timeout", type=float, metavar="S", help="read timeout (profile)")
+    s.add_argument("--reconnect-max", type=float, metavar="S", help="backoff cap (default 5)")
+    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.set_defaults(func=cmd_run)
+
+
+def _stderr_logging(level: str, prefix: str) -> None:
+    import logging
+
+    logger = logging.getLogger("edgecl")
+    logger.setLevel(level.upper())
+    if not any(getattr(h, "_edgecl", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{prefix}: %(levelname)s %(message)s"))
+        handler._edgecl = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``edgecl run``: build the daemon from flags + device profile, run until stopped."""
+    from edgecl.runtime.launch import build_daemon, config_from_profile
+    from edgecl.runtime.profile import DeviceProfile
+
+    _stderr_logging(args.log_level, "edgecl run")
+    profile = DeviceProfile.load(args.profile) if args.profile else DeviceProfile.default()
+    state = args.state
+    if state is None and os.environ.get("STATE_DIRECTORY"):
+        state = os.environ["STATE_DIRECTORY"].split(":")[0]  # systemd StateDirectory=
+    config = config_from_profile(
+        profile,
+        source=args.source,
+        out=args.out,
+        state_dir=state,
+        format=args.format,
+        max_line=args.max_line,
+        control=args.control,
+        follow=args.follow,
+        learn=not args.no_learn,
+        label_rule=args.label_rule,
+        pending=args.pending,
+        checkpoint_every_samples=args.checkpoint_every,
+        checkpoint_every_s=args.checkpoint_seconds,
+        stats_every_s=args.stats_every,
+        baudrate=args.baudrate,
+        serial_timeout_s=args.serial_timeout,
+        reconnect_max_s=args.reconnect_max,
+    )
+    daemon = build_daemon(
+        config,
+        bundle=args.bundle,
+        features=args.features,
+        profile=profile,
+        learner_options={
+            "head": args.head,
+            "max_classes": args.max_classes,
+            "budget_bytes": args.budget_bytes,
+        },
+    )
+    if state is None:
+        print("edgecl run: no --state: learning is not checkpointed", file=sys.stderr)
+    return daemon.run()
+
+
+# -- pretrain ----------------------------------------------------------------
+
+_PRETRAIN_EPILOG = """\
+examples:
+  edgecl pretrain --model imu-cnn --test-subjects 6 7 --epochs 20 --out imu.safetensors
+      the default bundle's extractor: the embedded smartwatch IMU data, 100-row
+      windows hop 50, subjects 6 and 7 held out; prints the held-out accuracy
+  edgecl pretrain --tasks ../shared/data/mnist.npz ../shared/data/fashion_mnist.npz \\
+      --strategy ewc --bn-policy freeze --json ewc.json
+      MNIST then Fashion-MNIST, one shared 10-way head (domain-IL), EWC at λ=1e5
+  edgecl pretrain --data ../shared/data/mnist.npz --split-classes 2 --strategy replay \\
+      --scenario class-il --epochs 1
+  torchrun --nproc-per-node 2 -m edgecl.cli pretrain --data D.npz --out m.safetensors
+      data-parallel (DDP; NCCL on GPUs, gloo on CPUs)
+
+Strategies: naive, joint (upper bound), ewc, online-ewc, si, mas, lwf, replay.
+Fisher (--fisher): squared gradient of each batch's mean loss, averaged over
+--fisher-batches batches; "empirical" uses the observed labels, "true" labels
+sampled from the model. --bn-policy freeze keeps the task-1 BatchNorm
+statistics (BatchNorm in eval mode from task 2 on); "train" lets them drift.
+"""
+
+_PRETRAIN_MODELS = ("mlp", "cnn", "imu-cnn")  # = edgecl.host.models.ARCHS
+_PRETRAIN_STRATEGIES = ("naive", "joint", "ewc", "online-ewc", "si", "mas", "lwf", "replay")
+
+
+def _add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        parents=[common],
+        help="train an extractor or a continual-learning task sequence (needs edgecl[host])",
+        description="Train a torch model on an .npz dataset and save a checkpoint for\n"
+        "`edgecl export`, or train a task sequence with a continual-learning strategy\n"
+        "and report the accuracy matrix, ACC, BWT, FWT and forgetting.",
+        epilog=_PRETRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = p.add_argument_group("data")
+    src = d.add_mutually_exclusive_group()
+    src.add_argument("--data", metavar="D.npz", help="dataset (default: embedded watch_imu.npz)")
+    src.add_argument("--tasks", nargs="+", metavar="T.npz", help="one task per file, in order")
+    d.add_argument("--split-classes", type=int, metavar="K", help="cut --data into K-class tasks")
+    d.add_argument("--window", type=int, metavar="ROWS", help="IMU window (default: 2 s of rows)")
+    d.add_argument("--hop", type=int, metavar="ROWS", help="IMU window step (default: window/2)")
+    d.add_argument(
+        "--test-subjects",
+        type=int,
+        nargs="*",
+        metavar="ID",
+        help="IMU subjects held out (default: last quarter, e.g. 6 7; no ids: 20%% of recordings)",
+    )
+    d.add_argument("--limit", type=int, metavar="N", help="at most N training samples per file")
+    m = p.add_argument_group("model and training")
+    m.add_argument(
+        "--model", choices=_PRETRAIN_MODELS, help="default: imu-cnn for IMU data, mlp for images"
+    )
+    m.add_argument("--embed-dim", type=int, metavar="N", help="embedding width (mlp 100, else 64)")
+    m.add_argument("--width", type=int, metavar="N", help="mlp first hidden layer / conv channels")
+    m.add_argument("--no-batchnorm", action="store_true", help="build the model without BatchNorm")
+    m.add_argument("--out", metavar="CKPT", help="checkpoint to write (.safetensors)")
+    m.add_argument("--epochs", type=int, default=4, metavar="N", help="per task (default 4)")
+    m.add_argument("--batch-size", type=int, default=100, metavar="N", help="default 100")
+    m.add_argument("--lr", type=float, default=1e-3, metavar="F", help="default 1e-3")
+    m.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="default adam")
+    m.add_argument("--seed", type=int, default=0, help="weights, batch order, sampling")
+    m.add_argument("--device", metavar="cpu|cuda", help="default: cuda when available")
+    m.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    s = p.add_argument_group("continual learning")
+    s.add_argument("--strategy", choices=_PRETRAIN_STRATEGIES, help="default naive")
+    s.add_argument(
+        "--scenario",
+        choices=["task-il", "domain-il", "class-il"],
+        help="default: domain-il for --tasks, class-il for --split-classes",
+    )
+    s.add_argument(
+        "--bn-policy",
+        choices=["train", "freeze"],
+        default="train",
+        help="freeze: keep task-1 BatchNorm statistics on later tasks (default train)",
+    )
+    s.add_argument("--ewc-lambda", type=float, metavar="F", help="EWC λ (default 1e5)")
+    s.add_argument(
+        "--fisher", choices=["empirical", "true"], default="empirical", help="default empirical"
+    )
+    s.add_argument(
+        "--fisher-batches", type=int, metavar="N", help="batches per Fisher / MAS importance (300)"
+    )
+    s.add_argument("--fisher-decay", type=float, metavar="F", help="online-ewc γ (default 1.0)")
+    s.add_argument("--si-c", type=float, metavar="F", help="SI strength c (default 1.0)")
+    s.add_argument("--mas-lambda", type=float, metavar="F", help="MAS λ (default 1.0)")
+    s.add_argument("--lwf-alpha", type=float, metavar="F", help="LwF distillation weight (1.0)")
+    s.add_argument("--lwf-temperature", type=float, metavar="F", help="LwF temperature (2.0)")
+    s.add_argument("--buffer-size", type=int, metavar="N", help="replay samples (default 1000)")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="OUT", help="write the result as JSON ('-' = stdout only)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """``edgecl pretrain``: lazily imports the torch side (edgecl.host.pretrain)."""
+    if args.split_classes is not None and args.tasks:
+        raise UsageError("--split-classes cuts one --data file; it does not combine with --tasks")
+    try:
+        from edgecl.host.pretrain import run
+    except ImportError as exc:
+        raise ImportError(
+            f"edgecl pretrain needs torch ({exc.name or exc} missing): pip install 'edgecl[host]'"
+        ) from None
+    if args.data is None and not args.tasks:
+        from edgecl.eval.datasets import DEFAULT_DATA
+
+        args.data = str(DEFAULT_DATA)
+    return run(args)
+
+
+# -- bench -------------------------------------------------------------------
+
+_BENCH_EPILOG = """\
+examples:
+  edgecl bench                                   the shipped bundle, x86-cpu defaults
+  edgecl bench --profile devices/raspberry-pi-4.toml --json bench.json
+  edgecl bench --bundle out/bundle --head ncm --n 5000 --ort-sweep
+
+Times embed (onnxruntime), predict and learn per window, and the three together
+(e2e: every window labelled, the daemon's worst case). Exit code 1 when the
+profile's targets (p99 e2e latency, learner state within the memory budget)
+are missed.
+"""
+
+
+def _add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from edgecl.learner import HEADS
+
+    p = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="time embed / predict / learn per window against a device profile",
+        description="Latency and memory of the daemon's per-window work on this machine.",
+        epilog=_BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--bundle", metavar="B", help="bundle directory (default: the shipped one)")
+    p.add_argument("--profile", metavar="P.toml", help="device profile (default: x86-cpu)")
+    p.add_argument("--head", choices=HEADS, help="learner head (default: the bundle's head)")
+    p.add_argument("--n", type=int, default=2000, help="timed windows (default 2000)")
+    p.add_argument("--warmup", type=int, default=200, help="untimed windows first (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--ort-sweep",
+        action="store_true",
+        help="also time embed with 2 threads, with spinning and with the other arena setting",
+    )
+    p.add_argument("--json", metavar="OUT", help="write the result as JSON ('-' = stdout only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``edgecl bench``: time the per-window work, print a table, exit 1 on missed targets."""
+    from edgecl.bench import format_table, ort_sweep, run_bench
+    from edgecl.runtime.bundle import Bundle
+    from edgecl.runtime.profile import DeviceProfile
+
+    if args.n < 1 or args.warmup < 0:
+        raise UsageError(f"--n {args.n} --warmup {args.warmup}: need n >= 1 and warmup >= 0")
+    profile = DeviceProfile.load(args.profile) if args.profile else DeviceProfile.default()
+    # The profile's bundle_public_key, else $EDGECL_BUNDLE_PUBKEY, else no signature check.
+    bundle = Bundle.load(args.bundle, public_key=profile.bundle_public_key)
+    res = run_bench(
+        bundle,
+        profile,
+        n=args.n,
+        warmup=args.warmup,
+        head=args.head,
+        seed=args.seed,
+        progress=not args.no_progress and args.json != "-",
+    )
+    if args.ort_sweep:
+        res["ort_sweep"] = ort_sweep(bundle, profile, n=max(50, args.n // 4), seed=args.seed)
+    if args.json:
+        _write_json(res, args.json)
+    if args.json != "-":
+        print(format_table(res))
+    return 0 if res["targets_met"] else 1
+
+
+# -- demo --------------------------------------------------------------------
+
+_DEMO_EPILOG = """\
+examples:
+  edgecl demo                      about a minute: subjects 6 and 7 at 1000 rows/s
+  edgecl demo --seconds 10         a quick look
+  edgecl demo --rate 50 --seconds 600 --label-delay 5 --unlabelled 0.3
+      real time, labels five windows late, 30 % never labelled
+"""
+
+
+def _add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="simulated sensor → edgecl run → live accuracy on users the bundle never saw",
+        description="Replay two smartwatch users the shipped bundle was not pre-trained on\n"
+        "over a pseudo-terminal into `edgecl run`, show live prequential accuracy, then\n"
+        "compare the adapting learner with the frozen pre-trained head.",
+        epilog=_DEMO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--seconds", type=float, default=60.0, help="stop after (default 60)")
+    p.add_argument("--rate", type=float, default=1000.0, help="rows/s (default 1000; 0 = max)")
+    p.add_argument("--subjects", type=int, nargs="+", default=[6, 7], metavar="ID")
+    p.add_argument("--bundle", metavar="B", help="sensor bundle (default: the shipped one)")
+    p.add_argument("--data", metavar="D.npz", help="row-stream data (default: embedded IMU)")
+    p.add_argument("--label-delay", type=int, default=2, metavar="W", help="in windows")
+    p.add_argument("--unlabelled", type=float, default=0.0, metavar="F", help="never labelled")
+    p.add_argument("--plot", metavar="OUT.png", default="edgecl-demo.png",
+                   help="rolling accuracy plot, if matplotlib is installed")  # fmt: skip
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON ('-' = stdout)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``edgecl demo``: see :mod:`edgecl.demo`."""
+    from edgecl.demo import run_demo
+
+    plot = None
+    if not args.no_plot and importlib.util.find_spec("matplotlib") is not None:
+        plot = args.plot
+    result = run_demo(
+        seconds=args.seconds,
+        rate=args.rate,
+        subjects=tuple(args.subjects),
+        bundle=args.bundle,
+        data=args.data,
+        label_delay=args.label_delay,
+        unlabelled=args.unlabelled,
+        plot=plot,
+        out=sys.stderr if args.json == "-" else sys.stdout,
+    )
+    if args.json:
+        _write_json(result, args.json)
+    return 0
+
+
 # -- entry point -------------------------------------------------------------
 
 # One adder per subcommand; each sets ``func`` to its cmd_* function.
 _COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
     _add_eval,
+    _add_export,
+    _add_run,
+    _add_demo,
+    _add_pretrain,
+    _add_bench,
 ]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def load_dataset(
     window: int | None = None,
     hop: int | None = None,
     n_bands: int = 4,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Dataset:
     """Read an ``.npz`` dataset and turn it into feature vectors.
 
@@ -110,6 +112,11 @@ def load_dataset(
         file's ``rate_hz`` (100 rows when it has none) and half of that.
     n_bands : int
         Spectral bands per channel in the IMU features.
+    embed : callable, optional
+        Maps a batch of raw samples — IMU windows ``(n, window, channels)`` or
+        flattened images ``(n, pixels)`` in [0, 1] — to ``(n, dim)`` embeddings,
+        e.g. a bundle's ``OnnxExtractor.embed_many``; replaces the hand-made
+        IMU features and the raw pixels.
 
     Raises
     ------
@@ -125,11 +132,11 @@ def load_dataset(
     p = Path(DEFAULT_DATA if path is None else path)
     arrays = _read_npz(p)
     if all(k in arrays for k in _IMAGE_KEYS):
-        return _image_dataset(p, arrays)
+        return _image_dataset(p, arrays, embed)
     if all(k in arrays for k in _WINDOW_KEYS):
-        return _window_dataset(p, arrays, n_bands)
+        return _window_dataset(p, arrays, n_bands, embed)
     if all(k in arrays for k in _ROW_KEYS):
-        return _row_dataset(p, arrays, window, hop, n_bands)
+        return _row_dataset(p, arrays, window, hop, n_bands, embed)
     found = ", ".join(sorted(arrays)) or "nothing"
     raise DataError(
         f"{p}: unrecognised layout (found {found}); expected the image keys "
@@ -189,13 +196,17 @@ def _pixels(path: Path, key: str, x: np.ndarray) -> np.ndarray:
     return flat.astype(np.float32)
 
 
-def _image_dataset(path: Path, a: dict[str, np.ndarray]) -> Dataset:
+def _image_dataset(
+    path: Path, a: dict[str, np.ndarray], embed: Callable[[np.ndarray], np.ndarray] | None
+) -> Dataset:
     x = _pixels(path, "x_train", a["x_train"])
     x_test = _pixels(path, "x_test", a["x_test"])
     if x_test.shape[1] != x.shape[1]:
         raise DataError(
             f"{path}: x_test samples have {x_test.shape[1]} values, x_train {x.shape[1]}"
         )
+    if embed is not None:
+        x, x_test = _embedded(embed, x), _embedded(embed, x_test)
     y = _labels(path, "y_train", a["y_train"], x.shape[0])
     y_test = _labels(path, "y_test", a["y_test"], x_test.shape[0])
     names = _class_names(path, a, np.concatenate([y, y_test]))
@@ -208,9 +219,16 @@ def _image_dataset(path: Path, a: dict[str, np.ndarray]) -> Dataset:
         subject=None,
         recording=None,
         class_names=names,
-        feature_names=tuple(f"px{i}" for i in range(x.shape[1])),
-        is_image=True,
+        feature_names=tuple(f"{'e' if embed else 'px'}{i}" for i in range(x.shape[1])),
+        is_image=embed is None,
     )
+
+
+def _embedded(embed: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    e = np.asarray(embed(x), dtype=np.float32)
+    if e.ndim != 2 or e.shape[0] != x.shape[0] or not np.isfinite(e).all():
+        raise DataError(f"the extractor returned {e.shape} (or non-finite values) for {x.shape}")
+    return e
 
 
 def _group_array(path: Path, a: dict[str, np.ndarray], key: str, n: int) -> np.ndarray:
@@ -218,7 +236,12 @@ def _group_array(path: Path, a: dict[str, np.ndarray], key: str, n: int) -> np.n
 
 
 def _row_dataset(
-    path: Path, a: dict[str, np.ndarray], window: int | None, hop: int | None, n_bands: int
+    path: Path,
+    a: dict[str, np.ndarray],
+    window: int | None,
+    hop: int | None,
+    n_bands: int,
+    embed: Callable[[np.ndarray], np.ndarray] | None,
 ) -> Dataset:
     rows = _finite(path, "x", a["x"])
     if rows.ndim != 2 or rows.shape[0] == 0:
@@ -241,10 +264,17 @@ def _row_dataset(
             f"{path}: no labelled window of {window} rows fits in any recording "
             f"({n} rows in {np.unique(recording).size} recordings)"
         )
-    return _imu_dataset(path, a, w.x[keep], w.y[keep], w.subject[keep], w.group[keep], n_bands)
+    return _imu_dataset(
+        path, a, w.x[keep], w.y[keep], w.subject[keep], w.group[keep], n_bands, embed
+    )
 
 
-def _window_dataset(path: Path, a: dict[str, np.ndarray], n_bands: int) -> Dataset:
+def _window_dataset(
+    path: Path,
+    a: dict[str, np.ndarray],
+    n_bands: int,
+    embed: Callable[[np.ndarray], np.ndarray] | None,
+) -> Dataset:
     x = _finite(path, "x_raw", a["x_raw"])
     if x.ndim != 3 or x.shape[0] == 0 or x.shape[1] < 2:
         raise DataError(
@@ -255,7 +285,7 @@ def _window_dataset(path: Path, a: dict[str, np.ndarray], n_bands: int) -> Datas
     subject = _group_array(path, a, "subject", n)
     recording = _group_array(path, a, "recording", n)
     keep = y >= 0
-    return _imu_dataset(path, a, x[keep], y[keep], subject[keep], recording[keep], n_bands)
+    return _imu_dataset(path, a, x[keep], y[keep], subject[keep], recording[keep], n_bands, embed)
 
 
 def _imu_dataset(
@@ -266,20 +296,27 @@ def _imu_dataset(
     subject: np.ndarray,
     recording: np.ndarray,
     n_bands: int,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Dataset:
     n_channels = windows.shape[2]
+    if embed is not None:
+        x = _embedded(embed, windows)
+        names = tuple(f"e{i}" for i in range(x.shape[1]))
+    else:
+        x = window_features(windows, n_bands=n_bands)
+        names = None
     channels = [str(c) for c in np.asarray(a.get("channels", [])).ravel()]
     if len(channels) != n_channels:
         channels = [f"ch{i}" for i in range(n_channels)]
     return Dataset(
         name=path.stem,
-        x=window_features(windows, n_bands=n_bands),
+        x=x,
         y=y,
         x_test=None,
         y_test=None,
         subject=subject,
         recording=recording,
         class_names=_class_names(path, a, y),
-        feature_names=tuple(feature_names(channels, n_bands=n_bands)),
+        feature_names=names or tuple(feature_names(channels, n_bands=n_bands)),
         is_image=False,
     )
