@@ -431,6 +431,12 @@ def _add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--features", type=int, metavar="DIM", help="no bundle: x is already a DIM embedding"
     )
     m.add_argument("--profile", metavar="P.toml", help="device profile (default: x86-cpu)")
+    m.add_argument(
+        "--bundle-pubkey",
+        metavar="PUB",
+        help="require the bundle signed by this Ed25519 key (default: the profile's "
+        "bundle_public_key, else $EDGECL_BUNDLE_PUBKEY)",
+    )
     m.add_argument("--no-learn", action="store_true", help="predict only (a frozen head)")
     m.add_argument("--label-rule", choices=["majority", "last"], help="row labels → window")
     m.add_argument("--pending", type=int, metavar="N", help="windows kept for delayed labels")
@@ -501,6 +507,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "max_classes": args.max_classes,
             "budget_bytes": args.budget_bytes,
         },
+        public_key=args.bundle_pubkey,
     )
     if state is None:
         print("edgecl run: no --state: learning is not checkpointed", file=sys.stderr)

@@ -44,6 +44,9 @@ _NAME = re.compile(r"^learner-(\d{8,})\.safetensors$")
 class CheckpointStore:
     """Numbered learner checkpoints in ``directory`` (created, mode 0700, if missing).
 
+    The directory must belong to this user (else :class:`StateFileError`); one
+    that group or others can enter is made 0700, with a warning.
+
     Parameters
     ----------
     directory : path
@@ -56,6 +59,17 @@ class CheckpointStore:
             raise ValueError(f"keep = {keep}: must be >= 1")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = self.directory.stat()
+        if st.st_uid != os.geteuid():
+            raise StateFileError(
+                f"{self.directory}: owned by uid {st.st_uid}, not by this user "
+                f"({os.geteuid()}); refusing to keep learner state there"
+            )
+        if st.st_mode & 0o077:
+            log.warning(
+                "%s: mode %o lets others in; changed to 0700", self.directory, st.st_mode & 0o777
+            )
+            os.chmod(self.directory, 0o700)
         self.keep = keep
 
     def paths(self) -> list[Path]:

@@ -157,6 +157,7 @@ class Daemon:
         self.source, self.sink = source, sink
         self.seq = 0  # feature mode's counter (the windower keeps its own)
         self._dirty = 0  # labels learned since the last checkpoint
+        self._since_try = 0  # labels learned since the last checkpoint attempt
         self._last_ckpt = self._last_stats = time.monotonic()
         self._stop = threading.Event()
         self._want_stats = False
@@ -325,17 +326,29 @@ class Daemon:
             refresh()
         self.stats.learned += 1
         self._dirty += 1
+        self._since_try += 1
         every = self.config.checkpoint_every_samples
-        if every and self._dirty >= every:
+        if every and self._since_try >= every:
             self.checkpoint()
 
     # -- state ---------------------------------------------------------------
     def checkpoint(self, final: bool = False) -> None:
-        """Write a checkpoint now if anything was learned since the last one."""
+        """Write a checkpoint now if anything was learned since the last one.
+
+        A failed write (disk full, file size limit, I/O error) is logged and counted
+        as ``checkpoint_errors``; the previous checkpoint stays in place and the
+        daemon keeps serving, trying again after the next interval.
+        """
         self._last_ckpt = time.monotonic()
+        self._since_try = 0
         if self.store is None or not self._dirty:
             return
-        path = self.store.save(self.learner)
+        try:
+            path = self.store.save(self.learner)
+        except OSError as exc:
+            self.stats.checkpoint_errors += 1
+            log.error("checkpoint failed (%s); the previous one is kept", exc)
+            return
         self._dirty = 0
         self.stats.checkpoints += 1
         log.log(logging.INFO if final else logging.DEBUG, "checkpoint %s", path.name)

@@ -59,12 +59,17 @@ def build_daemon(
     features: int | None = None,
     profile: Any = None,
     learner_options: dict[str, Any] | None = None,
+    public_key: Any = None,
     **kwargs: Any,
 ) -> Daemon:
     """A ready :class:`Daemon`: extractor from ``bundle`` (a path or Bundle; None → the
     shipped default) or ``features=DIM``; the learner from the newest valid checkpoint
     in ``state_dir``, else the bundle's head, else fresh (``learner_options``:
-    LearnerConfig fields for that case, e.g. ``max_classes``, ``head``)."""
+    LearnerConfig fields for that case, e.g. ``max_classes``, ``head``).
+
+    ``public_key`` (a PEM path, bytes or key; None: the profile's
+    ``bundle_public_key``, else ``$EDGECL_BUNDLE_PUBKEY``) makes a bundle given as a
+    path load only with a valid signature (:meth:`Bundle.load`)."""
     check_source(config.source)  # fail fast, before loading and warming up a model
     options = dict(learner_options or {})
     window = None
@@ -79,7 +84,10 @@ def build_daemon(
     else:
         from edgecl.runtime.bundle import Bundle
 
-        b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        if public_key is None and profile is not None:
+            public_key = getattr(profile, "bundle_public_key", None)
+        b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, public_key=public_key)
+        log.info("bundle %s, signed by %s", b.path, b.signed_by or "nobody (not checked)")
         extractor = b.extractor(profile)
         window = b.window
         initial = b.initial_learner()

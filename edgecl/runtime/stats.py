@@ -54,6 +54,8 @@ class Stats:
         Labels the learner actually learned from.
     checkpoints : int
         Checkpoints written by this process.
+    checkpoint_errors : int
+        Checkpoint writes that failed (disk full, I/O error); the old one is kept.
     rejects : Counter
         Skipped messages by reason.
     """
@@ -64,6 +66,7 @@ class Stats:
         self.labels = 0
         self.learned = 0
         self.checkpoints = 0
+        self.checkpoint_errors = 0
         self.commands = 0
         self.rejects: Counter[str] = Counter()
         self._lat = np.zeros(window, dtype=np.float64)
@@ -98,6 +101,7 @@ class Stats:
             "rss_mb": round(rss_bytes() / 2**20, 1),
             "state_bytes": None,
             "checkpoints": self.checkpoints,
+            "checkpoint_errors": self.checkpoint_errors,
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
         out.update(extra)
