@@ -6,21 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from helpers import EVAL_KEYS
 
 from edgecl.cli import _parse_value, main
-
-DESIGN_KEYS = {
-    "accuracy_matrix",
-    "avg_accuracy",
-    "bwt",
-    "fwt",
-    "forgetting",
-    "prequential_accuracy",
-    "learn_us",
-    "predict_us",
-    "state_bytes",
-    "seconds",
-}
 
 
 def run_json(capsys, *argv: str) -> dict:
@@ -31,7 +19,7 @@ def run_json(capsys, *argv: str) -> dict:
 
 
 def check_ranges(out: dict, n_tasks: int) -> None:
-    assert DESIGN_KEYS <= set(out)
+    assert EVAL_KEYS <= set(out)
     R = np.array(out["accuracy_matrix"], dtype=float)
     assert R.shape == (n_tasks, n_tasks) and np.all((R >= 0) & (R <= 1))
     assert 0 <= out["avg_accuracy"] <= 1 and 0 <= out["prequential_accuracy"] <= 1
@@ -67,7 +55,7 @@ def test_summary_table_and_json_file(capsys, tmp_path):
     assert rc == 0, err
     assert "accuracy R[i, j]" in out and "avg_accuracy" in out and "after PEN+ABD" in out
     assert "held-out subjects 6, 7" in out
-    assert DESIGN_KEYS <= set(json.loads(dest.read_text()))
+    assert EVAL_KEYS <= set(json.loads(dest.read_text()))
 
 
 def test_learner_flags_and_head_options(capsys):

@@ -6,25 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import EVAL_KEYS
 
 from edgecl import LearnerConfig, StreamingLearner
 from edgecl.errors import ConfigError
 from edgecl.eval import accuracy, build_stream, load_dataset, run_stream
 from edgecl.eval.plots import plot_result, running_mean
 from edgecl.eval.runner import masked_predict
-
-DESIGN_KEYS = {
-    "accuracy_matrix",
-    "avg_accuracy",
-    "bwt",
-    "fwt",
-    "forgetting",
-    "prequential_accuracy",
-    "learn_us",
-    "predict_us",
-    "state_bytes",
-    "seconds",
-}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +41,7 @@ def test_class_il_result_and_json(imu):
     assert len(res.holdout_accuracy) == T
 
     out = res.to_json()
-    assert DESIGN_KEYS <= set(out)
+    assert EVAL_KEYS <= set(out)
     assert set(out["learn_us"]) == set(out["predict_us"]) == {"p50", "p99"}
     assert out["state_bytes"] == res.memory["state_bytes"] <= out["memory"]["budget_bytes"]
     assert out["scenario"] == "class-il" and out["head"] == "ncm" and out["n_train"] == 100

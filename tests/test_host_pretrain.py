@@ -11,22 +11,12 @@ import pytest
 
 pytest.importorskip("torch")
 
+from helpers import RESULT_KEYS
 from host_helpers import write_image_npz, write_imu_npz  # noqa: E402
 
 from edgecl.cli import main  # noqa: E402
 from edgecl.host.checkpoint import load_checkpoint  # noqa: E402
 
-DESIGN_KEYS = {
-    "accuracy_matrix",
-    "avg_accuracy",
-    "bwt",
-    "fwt",
-    "forgetting",
-    "learn_us",
-    "predict_us",
-    "state_bytes",
-    "seconds",
-}
 FAST = ["--threads", "1", "--no-progress", "--device", "cpu"]
 
 
@@ -38,7 +28,7 @@ def test_pretrain_one_dataset_writes_a_checkpoint_and_json(tmp_path, capsys):
     assert rc == 0
     assert "held-out accuracy" in capsys.readouterr().out
     r = json.loads(out.read_text())
-    assert DESIGN_KEYS <= set(r) and r["accuracy"] == r["accuracy_matrix"][0][0]
+    assert RESULT_KEYS <= set(r) and r["accuracy"] == r["accuracy_matrix"][0][0]
     assert r["accuracy"] > 0.8 and r["checkpoint"] == str(ckpt) and r["model"]["arch"] == "mlp"
     model, meta = load_checkpoint(ckpt)
     assert model.spec == r["model"]
@@ -75,7 +65,7 @@ def test_split_classes_sequence_reports_design_keys(tmp_path, capsys, scenario):
     argv += ["--scenario", scenario, "--epochs", "1", "--batch-size", "16", "--json", "-"]
     assert main([*argv, "--fisher-batches", "3", "--ewc-lambda", "10", *FAST]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert DESIGN_KEYS <= set(r)
+    assert RESULT_KEYS <= set(r)
     assert len(r["accuracy_matrix"]) == 3 and r["strategy"] == "ewc" and r["scenario"] == scenario
     assert set(r["learn_us"]) == {"p50", "p99"} and r["state_bytes"] > 0
 

@@ -6,36 +6,20 @@ import importlib
 import importlib.util
 import json
 import math
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import shared_file
+from helpers import import_tool
 
 from edgecl import LearnerConfig, StreamingLearner
 from edgecl.eval.datasets import load_dataset
 from edgecl.eval.runner import run_stream
 from edgecl.eval.streams import build_stream
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def _import_tool(name: str):
-    """Import a tools/ script as a module, leaving os.environ and sys.path as they were."""
-    saved = dict(os.environ)
-    sys.path.insert(0, str(TOOLS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(TOOLS))
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-bench = _import_tool("bench_peers")
-peers = _import_tool("peer_learners")
+bench = import_tool("bench_peers")
+peers = import_tool("peer_learners")
 
 
 def _finite_positive(v) -> bool:

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import import_tool
 
 from edgecl.learner import ReservoirBuffer, plan_budget
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-def _import_tool(name: str):
-    """Import a tools/ script as a module, leaving os.environ and sys.path as they were."""
-    saved = dict(os.environ)
-    sys.path.insert(0, str(TOOLS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(TOOLS))
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-scaling = _import_tool("bench_scaling")
-benchkit = _import_tool("benchkit")
+scaling = import_tool("bench_scaling")
+benchkit = import_tool("benchkit")
 
 TINY = ["--dims", "8", "16", "32", "--classes", "2", "5", "--slots", "10", "40", "--n", "30"]
 TINY += ["--warmup", "5", "--base-dim", "16", "--base-classes", "3", "--base-slots", "20"]
@@ -141,5 +125,5 @@ def test_tool_docstring_examples(name: str) -> None:
     """tools/ is outside --doctest-modules' reach: run the examples here."""
     import doctest
 
-    result = doctest.testmod(_import_tool(name), optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(import_tool(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
