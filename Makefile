@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip --disable-pip-version-check -q
 DATA   ?= ../shared/data
 
-.PHONY: help install dev test test-slow lint format demo bench bench-peers bench-scaling bundle bundle-check bench-extractors eval-mnist eval-imu clean
+.PHONY: help install dev test test-slow lint format demo bench bench-peers bench-scaling bundle bundle-check bench-extractors eval-mnist eval-imu fuzz soak crash-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -67,6 +67,17 @@ bundle-check: dev  ## rebuild the default bundle in a temp dir and compare sha25
 
 bench-extractors: dev  ## onnxruntime vs torch eager latency per extractor (1 thread)
 	$(PY) tools/bench_extractors.py
+
+fuzz: dev  ## protocol + daemon message fuzzer, 10^6 seeded messages (exact reject counters)
+	$(PY) tools/fuzz_protocol.py --messages 1000000 --json tools/figures/fuzz.json
+
+soak: dev  ## 10^6 samples through edgecl run: RSS drift and latency over time
+	$(PY) tools/soak.py --samples 1000000 --json tools/figures/soak.json --plot tools/figures/soak.png
+
+crash-test: dev  ## kill -9 edgecl run 100 times (often mid-checkpoint) + a full disk; no corrupt state
+	$(PY) tools/crash_test.py --kills 100 --json tools/figures/crash.json
+	$(PY) tools/replug.py --link pty --cycles 10 --json tools/figures/replug-pty.json
+	$(PY) tools/replug.py --link tcp --cycles 10 --json tools/figures/replug-tcp.json
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

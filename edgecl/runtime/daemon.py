@@ -18,7 +18,9 @@ arrived before the drop.
 
 Around the loop: checkpoints every ``checkpoint_every_samples`` learned labels
 and every ``checkpoint_every_s`` seconds (only when something changed), the last
-two kept, resumed on start (:mod:`edgecl.runtime.checkpoint`); SIGTERM/SIGINT →
+two kept, resumed on start (:mod:`edgecl.runtime.checkpoint`; a write that fails,
+say on a full disk, is logged and counted as ``checkpoint_errors``, the previous
+checkpoint stays and serving goes on); SIGTERM/SIGINT →
 final checkpoint and exit 0; SIGHUP or ``{"cmd": "stats"}`` → a stats line,
 also every ``stats_every_s``; a dropped port is reopened by the transport while
 the loop keeps its timers; systemd ``READY=1`` after warm-up and watchdog pings

@@ -265,10 +265,24 @@ def _is_file(url: str) -> bool:
     return stat.S_ISREG(mode) or stat.S_ISFIFO(mode)
 
 
+def _is_device(url: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(url).st_mode)
+    except OSError:
+        return False
+
+
 def check_source(url: str) -> None:
     """Raise ``FileNotFoundError`` for a plain path that does not exist (a typo: a
-    serial port yet to be plugged in lives under ``/dev`` and is waited for)."""
-    if url != "-" and "://" not in url and not url.startswith("/dev/") and not _is_file(url):
+    serial port yet to be plugged in lives under ``/dev`` and is waited for; a
+    link elsewhere to a present port, such as socat's ``/tmp/ttyV0``, is fine)."""
+    if (
+        url != "-"
+        and "://" not in url
+        and not url.startswith("/dev/")
+        and not _is_file(url)
+        and not _is_device(url)
+    ):
         raise FileNotFoundError(f"source {url!r}: no such file (serial ports live under /dev/)")
 
 
