@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from helpers import EVAL_KEYS
 
-from edgecl.cli import _parse_value, main
+from edgecl.cli import main
+from edgecl.commands._common import _parse_value
 
 
 def run_json(capsys, *argv: str) -> dict:

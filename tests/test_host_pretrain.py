@@ -121,7 +121,7 @@ def test_pretrain_without_torch_prints_the_install_hint(tmp_path):
 
 
 def test_cli_choices_match_the_host_registries():
-    from edgecl import cli
+    from edgecl.commands import pretrain as cli
     from edgecl.host.models import ARCHS
     from edgecl.host.strategies import STRATEGIES
 

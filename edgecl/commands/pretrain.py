@@ -1,0 +1,124 @@
+"""``edgecl pretrain``: torch pre-training and task-based strategies (host side)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgecl.commands._common import (
+    UsageError,
+)
+
+# -- pretrain ----------------------------------------------------------------
+
+_PRETRAIN_EPILOG = """\
+examples:
+  edgecl pretrain --model imu-cnn --test-subjects 6 7 --epochs 20 --out imu.safetensors
+      the default bundle's extractor: the embedded smartwatch IMU data, 100-row
+      windows hop 50, subjects 6 and 7 held out; prints the held-out accuracy
+  edgecl pretrain --tasks ../shared/data/mnist.npz ../shared/data/fashion_mnist.npz \\
+      --strategy ewc --bn-policy freeze --json ewc.json
+      MNIST then Fashion-MNIST, one shared 10-way head (domain-IL), EWC at λ=1e5
+  edgecl pretrain --data ../shared/data/mnist.npz --split-classes 2 --strategy replay \\
+      --scenario class-il --epochs 1
+  torchrun --nproc-per-node 2 -m edgecl.cli pretrain --data D.npz --out m.safetensors
+      data-parallel (DDP; NCCL on GPUs, gloo on CPUs)
+
+Strategies: naive, joint (upper bound), ewc, online-ewc, si, mas, lwf, replay.
+Fisher (--fisher): squared gradient of each batch's mean loss, averaged over
+--fisher-batches batches; "empirical" uses the observed labels, "true" labels
+sampled from the model. --bn-policy freeze keeps the task-1 BatchNorm
+statistics (BatchNorm in eval mode from task 2 on); "train" lets them drift.
+"""
+
+_PRETRAIN_MODELS = ("mlp", "cnn", "imu-cnn")  # = edgecl.host.models.ARCHS
+_PRETRAIN_STRATEGIES = ("naive", "joint", "ewc", "online-ewc", "si", "mas", "lwf", "replay")
+
+
+def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        parents=[common],
+        help="train an extractor or a continual-learning task sequence (needs edgecl[host])",
+        description="Train a torch model on an .npz dataset and save a checkpoint for\n"
+        "`edgecl export`, or train a task sequence with a continual-learning strategy\n"
+        "and report the accuracy matrix, ACC, BWT, FWT and forgetting.",
+        epilog=_PRETRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = p.add_argument_group("data")
+    src = d.add_mutually_exclusive_group()
+    src.add_argument("--data", metavar="D.npz", help="dataset (default: embedded watch_imu.npz)")
+    src.add_argument("--tasks", nargs="+", metavar="T.npz", help="one task per file, in order")
+    d.add_argument("--split-classes", type=int, metavar="K", help="cut --data into K-class tasks")
+    d.add_argument("--window", type=int, metavar="ROWS", help="IMU window (default: 2 s of rows)")
+    d.add_argument("--hop", type=int, metavar="ROWS", help="IMU window step (default: window/2)")
+    d.add_argument(
+        "--test-subjects",
+        type=int,
+        nargs="*",
+        metavar="ID",
+        help="IMU subjects held out (default: last quarter, e.g. 6 7; no ids: 20%% of recordings)",
+    )
+    d.add_argument("--limit", type=int, metavar="N", help="at most N training samples per file")
+    m = p.add_argument_group("model and training")
+    m.add_argument(
+        "--model", choices=_PRETRAIN_MODELS, help="default: imu-cnn for IMU data, mlp for images"
+    )
+    m.add_argument("--embed-dim", type=int, metavar="N", help="embedding width (mlp 100, else 64)")
+    m.add_argument("--width", type=int, metavar="N", help="mlp first hidden layer / conv channels")
+    m.add_argument("--no-batchnorm", action="store_true", help="build the model without BatchNorm")
+    m.add_argument("--out", metavar="CKPT", help="checkpoint to write (.safetensors)")
+    m.add_argument("--epochs", type=int, default=4, metavar="N", help="per task (default 4)")
+    m.add_argument("--batch-size", type=int, default=100, metavar="N", help="default 100")
+    m.add_argument("--lr", type=float, default=1e-3, metavar="F", help="default 1e-3")
+    m.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="default adam")
+    m.add_argument("--seed", type=int, default=0, help="weights, batch order, sampling")
+    m.add_argument("--device", metavar="cpu|cuda", help="default: cuda when available")
+    m.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    s = p.add_argument_group("continual learning")
+    s.add_argument("--strategy", choices=_PRETRAIN_STRATEGIES, help="default naive")
+    s.add_argument(
+        "--scenario",
+        choices=["task-il", "domain-il", "class-il"],
+        help="default: domain-il for --tasks, class-il for --split-classes",
+    )
+    s.add_argument(
+        "--bn-policy",
+        choices=["train", "freeze"],
+        default="train",
+        help="freeze: keep task-1 BatchNorm statistics on later tasks (default train)",
+    )
+    s.add_argument("--ewc-lambda", type=float, metavar="F", help="EWC λ (default 1e5)")
+    s.add_argument(
+        "--fisher", choices=["empirical", "true"], default="empirical", help="default empirical"
+    )
+    s.add_argument(
+        "--fisher-batches", type=int, metavar="N", help="batches per Fisher / MAS importance (300)"
+    )
+    s.add_argument("--fisher-decay", type=float, metavar="F", help="online-ewc γ (default 1.0)")
+    s.add_argument("--si-c", type=float, metavar="F", help="SI strength c (default 1.0)")
+    s.add_argument("--mas-lambda", type=float, metavar="F", help="MAS λ (default 1.0)")
+    s.add_argument("--lwf-alpha", type=float, metavar="F", help="LwF distillation weight (1.0)")
+    s.add_argument("--lwf-temperature", type=float, metavar="F", help="LwF temperature (2.0)")
+    s.add_argument("--buffer-size", type=int, metavar="N", help="replay samples (default 1000)")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="OUT", help="write the result as JSON ('-' = stdout only)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """``edgecl pretrain``: lazily imports the torch side (edgecl.host.pretrain)."""
+    if args.split_classes is not None and args.tasks:
+        raise UsageError("--split-classes cuts one --data file; it does not combine with --tasks")
+    try:
+        from edgecl.host.pretrain import run
+    except ImportError as exc:
+        raise ImportError(
+            f"edgecl pretrain needs torch ({exc.name or exc} missing): pip install 'edgecl[host]'"
+        ) from None
+    if args.data is None and not args.tasks:
+        from edgecl.eval.datasets import DEFAULT_DATA
+
+        args.data = str(DEFAULT_DATA)
+    return run(args)
