@@ -131,12 +131,21 @@ def test_tcp_server_drops_and_reopens_the_port():
             threading.Event().wait(0.01)
         received, refused = [], 0
         while len(received) < 10 and t.is_alive():
+            chunks: list[bytes] = []
             try:
                 with socket.create_connection(("127.0.0.1", ports[0]), timeout=2) as c:
-                    chunks = []
                     while data := c.recv(65536):
                         chunks.append(data)
                     received.append(b"".join(chunks))
+            except ConnectionResetError:
+                # A connect that lands in the listen backlog just as the server closes
+                # the port is reset by the kernel before anything is sent on it. Keep
+                # whatever did arrive: the row count below catches any real loss.
+                if chunks:
+                    received.append(b"".join(chunks))
+                else:
+                    refused += 1
+                threading.Event().wait(0.05)
             except ConnectionRefusedError:
                 refused += 1
                 threading.Event().wait(0.05)
