@@ -120,7 +120,7 @@ def test_spec_that_does_not_fit_the_weights_is_rejected(tmp_path):
     info = json.loads(json.loads(raw[8 : 8 + n])["__metadata__"]["edgecl"])
     info.pop("sha256")
     info["spec"]["embed_dim"] = 9
-    header = ck._canonical({**info, "sha256": ck._digest(info)})
+    header = ck.canonical_json({**info, "sha256": ck._digest(info)})
     path = tmp_path / "s.safetensors"
     path.write_bytes(save(load(raw), metadata={"edgecl": header}))
     with pytest.raises(StateFileError, match="shape|do not match"):

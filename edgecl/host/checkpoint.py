@@ -37,16 +37,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from edgecl.errors import ConfigError, StateFileError
-from edgecl.learner.state import arrays_digest, atomic_write_bytes
+from edgecl.learner.state import (
+    arrays_digest,
+    atomic_write_bytes,
+    canonical_json,
+    read_container,
+    verify_canonical,
+)
 
 if TYPE_CHECKING:
     from edgecl.host.models import EdgeModel
@@ -58,12 +62,8 @@ KIND = "edgecl.checkpoint"
 MAX_HEADER = 1 << 22  # 4 MiB: room for many tensor entries and a long provenance
 
 
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
 def _digest(body: dict[str, Any]) -> str:
-    return hashlib.sha256(("edgecl-checkpoint-v1\n" + _canonical(body)).encode()).hexdigest()
+    return hashlib.sha256(("edgecl-checkpoint-v1\n" + canonical_json(body)).encode()).hexdigest()
 
 
 def _jsonable(obj: Any, where: str = "meta") -> Any:
@@ -98,7 +98,7 @@ def checkpoint_bytes(model: EdgeModel, meta: dict[str, Any]) -> bytes:
         "meta": _jsonable(dict(meta)),
         "arrays_sha256": arrays_digest(arrays),
     }
-    header = _canonical({**body, "sha256": _digest(body)})
+    header = canonical_json({**body, "sha256": _digest(body)})
     return st_save(arrays, metadata={"edgecl": header})
 
 
@@ -118,20 +118,9 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise StateFileError(f"{where}: cannot read checkpoint ({exc.strerror})") from None
-    if len(raw) < 8:
-        raise StateFileError(f"{where}: truncated ({len(raw)} bytes), not a checkpoint")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > MAX_HEADER or 8 + n > len(raw):
-        raise StateFileError(f"{where}: truncated or corrupt header (length field {n})")
+    arrays, text = read_container(raw, where, what="checkpoint", max_header=MAX_HEADER)
     try:
-        meta = json.loads(raw[8 : 8 + n]).get("__metadata__")
-        arrays = st_load(raw)
-    except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise StateFileError(f"{where}: corrupt safetensors data ({exc})") from None
-    if not isinstance(meta, dict) or set(meta) != {"edgecl"}:
-        raise StateFileError(f"{where}: not an edgecl checkpoint (no edgecl metadata)")
-    try:
-        info = json.loads(meta["edgecl"])
+        info = json.loads(text)
         digest = info.pop("sha256")
     except (json.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
         raise StateFileError(f"{where}: metadata is not edgecl JSON ({exc})") from None
@@ -145,9 +134,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str
         )
     if info.get("arrays_sha256") != arrays_digest(arrays):
         raise StateFileError(f"{where}: weights checksum mismatch (file corrupted)")
-    canonical = st_save(arrays, metadata={"edgecl": _canonical({**info, "sha256": digest})})
-    if canonical != raw:
-        raise StateFileError(f"{where}: file bytes differ from their canonical form (corrupted)")
+    verify_canonical(raw, arrays, {**info, "sha256": digest}, where)
     return arrays, info
 
 

@@ -38,7 +38,18 @@ from edgecl.errors import ConfigError, StateFileError
 if TYPE_CHECKING:
     from edgecl.learner.learner import StreamingLearner
 
-__all__ = ["FORMAT", "VERSION", "atomic_write_bytes", "load_state", "save_state", "state_bytes"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "arrays_digest",
+    "atomic_write_bytes",
+    "canonical_json",
+    "load_state",
+    "read_container",
+    "save_state",
+    "state_bytes",
+    "verify_canonical",
+]
 
 FORMAT = "edgecl.learner"
 VERSION = 1
@@ -55,12 +66,13 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _canonical(obj: Any) -> str:
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no spaces, no NaN: one text per value, so digests and bytes are stable."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _meta_digest(body: dict[str, Any]) -> str:
-    return hashlib.sha256(("edgecl-state-v1\n" + _canonical(body)).encode()).hexdigest()
+    return hashlib.sha256(("edgecl-state-v1\n" + canonical_json(body)).encode()).hexdigest()
 
 
 def _collect(learner: StreamingLearner) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -89,7 +101,7 @@ def state_bytes(learner: StreamingLearner) -> bytes:
         "counters": counters,
         "arrays_sha256": arrays_digest(arrays),
     }
-    meta = _canonical({"body": body, "sha256": _meta_digest(body)})
+    meta = canonical_json({"body": body, "sha256": _meta_digest(body)})
     return st_save(arrays, metadata={"edgecl": meta})
 
 
@@ -126,11 +138,19 @@ def save_state(learner: StreamingLearner, path: str | os.PathLike[str]) -> None:
     atomic_write_bytes(path, state_bytes(learner))
 
 
-def _parse(raw: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_container(
+    raw: bytes, where: str, *, what: str = "state file", max_header: int = MAX_HEADER
+) -> tuple[dict[str, np.ndarray], str]:
+    """Arrays and the ``edgecl`` metadata text of a safetensors file edgecl wrote.
+
+    The shared reader of learner state files and host checkpoints: checks the
+    header length, parses it, and requires exactly one metadata key, ``edgecl``.
+    Raises :class:`StateFileError` naming ``what`` the file should have been.
+    """
     if len(raw) < 8:
-        raise StateFileError(f"{where}: truncated ({len(raw)} bytes), not a state file")
+        raise StateFileError(f"{where}: truncated ({len(raw)} bytes), not a {what}")
     (n,) = struct.unpack("<Q", raw[:8])
-    if n > MAX_HEADER or 8 + n > len(raw):
+    if n > max_header or 8 + n > len(raw):
         raise StateFileError(f"{where}: truncated or corrupt header (length field {n})")
     try:
         header = json.loads(raw[8 : 8 + n])
@@ -139,8 +159,24 @@ def _parse(raw: bytes, where: str) -> tuple[dict[str, np.ndarray], dict[str, str
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise StateFileError(f"{where}: corrupt safetensors data ({exc})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("edgecl"), str):
-        raise StateFileError(f"{where}: not an edgecl state file (no edgecl metadata)")
-    return arrays, meta
+        raise StateFileError(f"{where}: not an edgecl {what} (no edgecl metadata)")
+    if set(meta) != {"edgecl"}:
+        raise StateFileError(f"{where}: unexpected metadata keys {sorted(meta)}")
+    return arrays, meta["edgecl"]
+
+
+def verify_canonical(raw: bytes, arrays: dict[str, np.ndarray], meta: Any, where: str) -> None:
+    """Fail unless ``raw`` is byte-for-byte the canonical file of ``arrays`` + ``meta``.
+
+    Catches edits that still parse to the same values (header padding, key order,
+    number spellings) — anything a digest over the parsed values would miss.
+    """
+    try:
+        canonical = st_save(arrays, metadata={"edgecl": canonical_json(meta)})
+    except Exception as exc:
+        raise StateFileError(f"{where}: arrays cannot be re-serialised ({exc})") from None
+    if canonical != raw:
+        raise StateFileError(f"{where}: file bytes differ from their canonical form (corrupted)")
 
 
 def load_state(path: str | os.PathLike[str]) -> StreamingLearner:
@@ -153,22 +189,15 @@ def load_state(path: str | os.PathLike[str]) -> StreamingLearner:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise StateFileError(f"{where}: cannot read state file ({exc.strerror})") from None
-    arrays, meta = _parse(raw, where)
+    arrays, text = read_container(raw, where)
     try:
-        wrapped = json.loads(meta["edgecl"])
+        wrapped = json.loads(text)
         info, digest = wrapped["body"], wrapped["sha256"]
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
         raise StateFileError(f"{where}: metadata is not edgecl JSON ({exc})") from None
     if not isinstance(info, dict) or digest != _meta_digest(info):
         raise StateFileError(f"{where}: metadata checksum mismatch (file corrupted)")
-    if set(meta) != {"edgecl"}:
-        raise StateFileError(f"{where}: unexpected metadata keys {sorted(meta)}")
-    try:
-        canonical = st_save(arrays, metadata={"edgecl": _canonical(wrapped)})
-    except Exception as exc:
-        raise StateFileError(f"{where}: arrays cannot be re-serialised ({exc})") from None
-    if canonical != raw:
-        raise StateFileError(f"{where}: file bytes differ from their canonical form (corrupted)")
+    verify_canonical(raw, arrays, wrapped, where)
     if info.get("format") != FORMAT:
         raise StateFileError(f"{where}: format {info.get('format')!r}, expected {FORMAT!r}")
     if info.get("version") != VERSION:
