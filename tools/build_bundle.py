@@ -28,10 +28,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from edgecl.runtime.bundle import file_sha256  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "edgecl" / "bundles" / "default"
@@ -78,11 +79,7 @@ def build(out: Path, checkpoint: Path) -> int:
 
 def digests(path: Path) -> dict[str, str]:
     """sha256 of every file in a bundle directory, by name."""
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.iterdir())
-        if p.is_file()
-    }
+    return {p.name: file_sha256(p) for p in sorted(path.iterdir()) if p.is_file()}
 
 
 def check(reference: Path) -> int:

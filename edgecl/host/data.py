@@ -36,7 +36,6 @@ over every class seen).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ import numpy as np
 from edgecl.errors import ConfigError, DataError
 from edgecl.eval.datasets import _class_names, _finite, _labels, _read_npz
 from edgecl.eval.streams import default_test_subjects
+from edgecl.runtime.bundle import file_sha256  # re-exported: provenance hashes data files
 from edgecl.runtime.windowing import windows_by_segment
 
 __all__ = [
@@ -121,15 +121,6 @@ class Task:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: tuple[int, ...]
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def normalise(x: np.ndarray, normalisation: dict[str, Sequence[float]]) -> np.ndarray:
