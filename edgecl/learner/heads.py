@@ -91,6 +91,13 @@ class _Head:
             raise StateFileError(f"{self.name}: negative class counts")
         self._sync_seen()
 
+    def refresh(self, force: bool = False) -> None:
+        """Bring derived caches up to date now (no-op unless a head caches something).
+
+        Scoring refreshes lazily anyway; a caller with idle time (the daemon, right
+        after a learn) calls this so the next prediction does not pay for it.
+        """
+
     def scores(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

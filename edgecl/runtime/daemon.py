@@ -288,13 +288,11 @@ class Daemon:
             x = msg.x.reshape(self.extractor.input_shape)
         try:
             emb = self.extractor.embed(x)
+            # The learner validates its input: a non-finite embedding raises here.
+            proba = self.learner.predict_proba_one(emb)
         except InputError:
             self.stats.reject("non_finite")
             return
-        if not np.isfinite(emb).all():
-            self.stats.reject("non_finite")
-            return
-        proba = self.learner.predict_proba_one(emb)
         if proba:
             pred = max(proba, key=proba.__getitem__)
             p = proba[pred]
@@ -323,9 +321,7 @@ class Daemon:
             return
         # Refresh lazily cached state (SLDA's precision) now, after the prediction went
         # out, rather than inside the next window's prediction latency.
-        refresh = getattr(self.learner.head, "refresh", None)
-        if refresh is not None:
-            refresh()
+        self.learner.head.refresh()
         self.stats.learned += 1
         self._dirty += 1
         self._since_try += 1
