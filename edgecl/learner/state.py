@@ -44,11 +44,13 @@ __all__ = [
     "arrays_digest",
     "atomic_write_bytes",
     "canonical_json",
+    "fsync_dir",
     "load_state",
     "read_container",
     "save_state",
     "state_bytes",
     "verify_canonical",
+    "write_new_file",
 ]
 
 FORMAT = "edgecl.learner"
@@ -105,6 +107,35 @@ def state_bytes(learner: StreamingLearner) -> bytes:
     return st_save(arrays, metadata={"edgecl": meta})
 
 
+def write_new_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Create ``path`` (never an existing file, never through a symlink), write, fsync.
+
+    ``O_EXCL | O_NOFOLLOW``: a file or symlink planted at ``path`` makes this fail
+    instead of being written through or keeping its old permissions.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: str | os.PathLike[str], *, tolerant: bool = False) -> None:
+    """fsync a directory so a rename or a new entry in it is durable.
+
+    With ``tolerant``, a filesystem that refuses fsync on directories is accepted.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not tolerant:
+            raise
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old or the new file, whole."""
     target = Path(path)
@@ -114,23 +145,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
     # and O_EXCL refuses a symlink planted there instead of writing through it.
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, mode)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_new_file(tmp, data, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(directory)
 
 
 def save_state(learner: StreamingLearner, path: str | os.PathLike[str]) -> None:

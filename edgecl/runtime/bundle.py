@@ -39,7 +39,6 @@ ignored.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecl.errors import BundleError, StateFileError
+from edgecl.learner.state import fsync_dir, write_new_file
 from edgecl.runtime.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -362,16 +362,12 @@ def write_bundle(
     tmp.mkdir(mode=0o755)
     try:
         for name, data in files.items():
-            fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        _fsync_dir(tmp)
+            write_new_file(tmp / name, data, 0o644)
+        fsync_dir(tmp, tolerant=True)
         if out.exists():
             os.replace(out, old)
         os.replace(tmp, out)
-        _fsync_dir(parent)
+        fsync_dir(parent, tolerant=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():
@@ -381,12 +377,3 @@ def write_bundle(
     # Read back with the signer's own key, or with no signature check: a host that
     # sets $EDGECL_BUNDLE_PUBKEY still writes unsigned bundles it may sign later.
     return Bundle.load(out, public_key=False if signer is None else signer.public_key())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
-            os.fsync(fd)
-    finally:
-        os.close(fd)

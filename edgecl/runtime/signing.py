@@ -37,6 +37,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from edgecl.errors import BundleError
+from edgecl.learner.state import write_new_file
 from edgecl.runtime.manifest import MANIFEST, parse_manifest, read_manifest_bytes, read_regular
 
 if TYPE_CHECKING:
@@ -232,9 +233,5 @@ def write_keypair(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     private, public = generate_keypair()
     stem.parent.mkdir(parents=True, exist_ok=True)
     for p, data, mode in ((priv_path, private, 0o600), (pub_path, public, 0o644)):
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_new_file(p, data, mode)
     return priv_path, pub_path
