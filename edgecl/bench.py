@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecl.eval.metrics import percentiles
 from edgecl.learner import LearnerConfig, StreamingLearner
 from edgecl.runtime.bundle import Bundle
 from edgecl.runtime.profile import DeviceProfile
@@ -55,9 +56,8 @@ def peak_rss_mb() -> float:
 
 def _pcts(ns: np.ndarray) -> dict[str, float]:
     us = np.asarray(ns, dtype=np.float64) / 1e3
-    return {f"p{q}": round(float(np.percentile(us, q)), 1) for q in _QS} | {
-        "mean": round(float(us.mean()), 1)
-    }
+    pcts = {k: round(v, 1) for k, v in percentiles(us, _QS).items()}
+    return pcts | {"mean": round(float(us.mean()), 1)}
 
 
 def window_inputs(bundle: Bundle, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
