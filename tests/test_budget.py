@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecl import BudgetError, LearnerConfig, StreamingLearner
+from edgecl import BudgetError, ConfigError, LearnerConfig, StreamingLearner
 from edgecl.learner import plan_budget
 
 
@@ -21,10 +21,15 @@ from edgecl.learner import plan_budget
     policy=st.sampled_from(["reservoir", "class_balanced"]),
     ewc=st.sampled_from([0.0, 5.0]),
     capacity=st.one_of(st.none(), st.integers(0, 3000)),
+    standardize=st.booleans(),
 )
 def test_random_configs_never_exceed_budget(
-    dim, classes, head, budget, dtype, policy, ewc, capacity
+    dim, classes, head, budget, dtype, policy, ewc, capacity, standardize
 ):
+    if head != "softmax" and capacity:
+        with pytest.raises(ConfigError, match="only the softmax head replays"):
+            LearnerConfig(dim=dim, max_classes=classes, head=head, buffer_capacity=capacity)
+        capacity = None
     cfg = LearnerConfig(
         dim=dim,
         max_classes=classes,
@@ -34,6 +39,7 @@ def test_random_configs_never_exceed_budget(
         buffer_policy=policy,
         ewc_lambda=ewc,
         buffer_capacity=capacity,
+        standardize=standardize,
     )
     try:
         plan = plan_budget(cfg)
@@ -44,12 +50,17 @@ def test_random_configs_never_exceed_budget(
         return
     lr = StreamingLearner(cfg)
     rep = lr.memory_report()
-    arrays = [lr.head.arrays(), lr.head.cache_arrays(), lr.buffer.arrays()]
-    if lr.fisher is not None:
-        arrays.append(lr.fisher.arrays())
+    # Every array of every part the learner holds (saved state and derived caches).
+    arrays = []
+    for part in lr.parts().values():
+        arrays += [part.arrays(), getattr(part, "cache_arrays", dict)()]
     allocated = sum(a.nbytes for part in arrays for a in part.values())
     assert allocated == rep["state_bytes"] == plan["state_bytes"] <= budget
-    if capacity is None:
+    if head != "softmax":
+        # Heads without replay own no buffer and no Fisher, whatever the budget.
+        assert lr.buffer is None and lr.fisher is None and rep["buffer_bytes"] == 0
+        assert set(lr.parts()) == ({"head", "user"} if standardize else {"head"})
+    elif capacity is None:
         # The buffer took what the fixed parts left: one more slot would not fit.
         per_item = dim * np.dtype(dtype).itemsize + 4
         assert budget - rep["state_bytes"] < per_item
@@ -57,13 +68,13 @@ def test_random_configs_never_exceed_budget(
 
 def test_budget_error_names_the_numbers():
     cfg = LearnerConfig(dim=784, max_classes=10, head="slda", budget_bytes=1_000_000)
-    with pytest.raises(BudgetError, match=r"budget_bytes=1,000,000.*slda head needs 10,160,900 B"):
+    with pytest.raises(BudgetError, match=r"budget_bytes=1,000,000.*slda head needs 10,160,980 B"):
         StreamingLearner(cfg)
 
 
 def test_explicit_capacity_that_does_not_fit():
     cfg = LearnerConfig(
-        dim=16, max_classes=4, head="ncm", budget_bytes=10_000, buffer_capacity=10**4
+        dim=16, max_classes=4, head="softmax", budget_bytes=10_000, buffer_capacity=10**4
     )
     with pytest.raises(BudgetError, match="at most"):
         StreamingLearner(cfg)

@@ -37,6 +37,18 @@ CONFIGS = {
     "NCMHead-nobuffer": LearnerConfig(
         dim=6, max_classes=5, head="ncm", budget_bytes=40_000, buffer_capacity=0
     ),
+    "NCMHead-weighted-standardized": LearnerConfig(
+        dim=6, max_classes=5, head="ncm", budget_bytes=40_000, label_weight=4.0, standardize=True
+    ),
+    "SLDAHead-weighted-standardized": LearnerConfig(
+        dim=6,
+        max_classes=5,
+        head="slda",
+        budget_bytes=40_000,
+        label_weight=0.25,
+        standardize=True,
+        standardize_prior_n=3.0,
+    ),
 }
 
 CASES = [(name, check) for name in CONFIGS for check in yield_checks()]

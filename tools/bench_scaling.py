@@ -5,8 +5,9 @@ One axis at a time moves from a base point (dim 128, 10 classes, 1000 replay
 slots), for every head: a synthetic class-incremental Gaussian stream
 (``benchkit.gaussian_stream``) runs test-then-train on one thread, ``--warmup``
 untimed samples first, then ``--n`` timed ones. The learner's budget holds the
-head, the Fisher (softmax+replay+ewc) and exactly ``slots`` buffer slots, for
-every head (NCM and SLDA store embeddings too; only softmax replays them).
+head, the Fisher (softmax+replay+ewc) and exactly ``slots`` buffer slots for
+the softmax heads; NCM and SLDA own no buffer (they never replay), so the
+slots axis leaves their memory and time flat.
 
 Expected per-sample costs (d = dim, C = classes, k = replay_k):
 

@@ -99,11 +99,19 @@ def config_for(
 ) -> LearnerConfig:
     """A config whose ``budget_bytes`` fits the head, the Fisher and exactly ``slots`` buffer slots.
 
-    >>> cfg = config_for(8, 4, 10, head="ncm")
+    Only the softmax head owns a buffer; for NCM/SLDA ``slots`` is ignored and the
+    budget is exactly what the head needs.
+
+    >>> cfg = config_for(8, 4, 10, head="softmax")
     >>> plan_budget(cfg)["buffer_capacity"]
     10
+    >>> plan_budget(config_for(8, 4, 10, head="ncm"))["buffer_capacity"]
+    0
     """
     cfg = LearnerConfig(dim=dim, max_classes=max_classes, seed=seed, **settings)
+    if cfg.head != "softmax":
+        head_only = plan_budget(cfg.replace(budget_bytes=1 << 40))["state_bytes"]
+        return cfg.replace(budget_bytes=head_only)
     # Plan with one slot: a softmax head with replay refuses a plan with none.
     one = plan_budget(cfg.replace(budget_bytes=1 << 40, buffer_capacity=1))["state_bytes"]
     per_item = ReservoirBuffer.bytes_per_item(dim, cfg.buffer_dtype)

@@ -156,8 +156,10 @@ def check_memory_within_budget(cfg: LearnerConfig, tmp: Path) -> None:
     assert rep["state_bytes"] <= cfg.budget_bytes
     assert rep["state_bytes"] == plan["state_bytes"], (rep, plan)
     assert rep["buffer_len"] <= rep["buffer_capacity"] == plan["buffer_capacity"]
-    parts = rep["head_bytes"] + rep["fisher_bytes"] + rep["buffer_bytes"]
+    parts = rep["head_bytes"] + rep["fisher_bytes"] + rep["buffer_bytes"] + rep["user_bytes"]
     assert parts == rep["state_bytes"]
+    if cfg.head != "softmax":
+        assert rep["buffer_capacity"] == rep["buffer_bytes"] == rep["fisher_bytes"] == 0
 
 
 def check_new_class_any_time(cfg: LearnerConfig, tmp: Path) -> None:

@@ -46,7 +46,8 @@ class LearnerConfig:
     head: str = "slda"
     # Hard cap on all preallocated learner arrays; the replay buffer takes what the head leaves.
     budget_bytes: int = 2_000_000
-    # Replay buffer slots; None = as many as the budget allows, 0 = no buffer.
+    # Replay buffer slots (softmax head only; NCM/SLDA never replay, so they own no buffer):
+    # None = as many as the budget allows, 0 = no buffer.
     buffer_capacity: int | None = None
     # float16 halves buffer memory; embeddings rarely need more than 11 mantissa bits.
     buffer_dtype: str = "float16"
@@ -80,6 +81,16 @@ class LearnerConfig:
     slda_refresh_every: int = 32
     # Rank-1 covariance updates batched into one GEMM of this many rows (speed only).
     slda_batch: int = 32
+    # Per-user standardisation: z-score every embedding with the current user's running
+    # mean/variance (updated by observe_one from every window, labelled or not) before the head.
+    standardize: bool = False
+    # Weight, in windows, of the prior statistics (pre-training's average user) in the user's
+    # running mean/variance: a new user starts at the prior and owns the statistics after ~this
+    # many windows (100 = 100 s of 2 s windows at a 1 s hop).
+    standardize_prior_n: float = 100.0
+    # Weight of each labelled sample learned without an explicit ``w`` (NCM and SLDA): a weight
+    # w counts a device label as w pre-training samples in the class means and the covariance.
+    label_weight: float = 1.0
     # The only source of randomness (buffer replacement and replay sampling).
     seed: int = 0
     # Free-form note carried into state files (e.g. the bundle it belongs to).
@@ -108,6 +119,19 @@ class LearnerConfig:
         _float(self, "slda_shrinkage", 0.0, 1.0)
         _int(self, "slda_refresh_every", 1, 1 << 40)
         _int(self, "slda_batch", 1, 4096)
+        _bool(self, "standardize")
+        _float(self, "standardize_prior_n", 0.0, 1e12)
+        _float(self, "label_weight", 0.0, 1e6, low_open=True)
+        if self.head == "softmax" and self.label_weight != 1.0:
+            raise ConfigError(
+                f"LearnerConfig.label_weight = {self.label_weight!r}: the softmax head learns by "
+                "SGD and takes no sample weight (1.0); tune lr instead"
+            )
+        if self.head != "softmax" and self.buffer_capacity:
+            raise ConfigError(
+                f"LearnerConfig.buffer_capacity = {self.buffer_capacity!r}: only the softmax "
+                f"head replays; the {self.head} head owns no buffer (use None or 0)"
+            )
         _int(self, "seed", 0, (1 << 63) - 1)
         if not isinstance(self.tag, str) or len(self.tag) > 256:
             raise ConfigError(f"LearnerConfig.tag = {self.tag!r}: must be a string of ≤ 256 chars")

@@ -15,6 +15,18 @@ never seen score ``-inf``; the learner turns scores into labels/probabilities.
   lazily, at predict time, once ``slda_refresh_every`` samples arrived.
 * :class:`SoftmaxHead` — a linear softmax classifier trained by SGD on each new
   sample plus replayed ones, optionally regularised by EWC++ (see ``fisher.py``).
+
+Each head owns the memory it needs and nothing else: NCM and SLDA hold their
+statistics only (they never replay, so they own no buffer), the softmax head
+owns its replay buffer and, with ``ewc_lambda > 0``, its online Fisher.
+:meth:`_Head.plan` sizes a head and what it owns before anything is allocated;
+:meth:`_Head.parts` lists the owned components for accounting and state files.
+
+Sample weights. NCM and SLDA take a weight ``w`` per learned sample (default
+``label_weight``): class means are weighted means, and the SLDA scatter adds
+``W·w/(W+w)·δδᵀ`` for a class of weight ``W`` (the weighted rank-one update,
+exact: it equals the batch scatter with the same weights), normalised by the
+total weight. ``counts_`` still counts samples; ``weights_`` holds their weights.
 """
 
 from __future__ import annotations
@@ -23,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from edgecl.errors import StateFileError
+from edgecl.errors import BudgetError, StateFileError
 from edgecl.learner.config import LearnerConfig
 from edgecl.learner.fisher import OnlineFisher
+from edgecl.learner.reservoir import ReservoirBuffer
 
-__all__ = ["NCMHead", "SLDAHead", "SoftmaxHead", "make_head"]
+__all__ = ["NCMHead", "SLDAHead", "SoftmaxHead", "head_class", "make_head"]
 
 _F8 = 8  # bytes of a float64 / int64
 
@@ -50,6 +63,30 @@ class _Head:
     def _mask_nbytes(cfg: LearnerConfig) -> int:
         """Bytes of the seen-class caches every head holds."""
         return (1 + _F8) * cfg.max_classes
+
+    @staticmethod
+    def nbytes_for(cfg: LearnerConfig) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def plan(cls, cfg: LearnerConfig, room: int) -> dict[str, int]:
+        """Bytes of the head and of what it owns, given ``room`` bytes for all of it.
+
+        A head without replay owns no buffer and no Fisher. Raises
+        :class:`~edgecl.errors.BudgetError` when the head does not fit.
+        """
+        head = cls.nbytes_for(cfg)
+        if head > room:
+            raise BudgetError(
+                f"budget_bytes={cfg.budget_bytes:,} is too small: the {cfg.head} head needs "
+                f"{head:,} B for dim={cfg.dim}, max_classes={cfg.max_classes}, but only "
+                f"{room:,} B are left for it"
+            )
+        return {"head_bytes": head, "fisher_bytes": 0, "buffer_bytes": 0, "buffer_capacity": 0}
+
+    def parts(self) -> dict[str, Any]:
+        """Components the head owns (``{"buffer": …, "fisher": …}``), by state-file prefix."""
+        return {}
 
     @property
     def seen_mask(self) -> np.ndarray:
@@ -98,8 +135,19 @@ class _Head:
         after a learn) calls this so the next prediction does not pay for it.
         """
 
+    def learn(self, x: np.ndarray, y: int, w: float) -> None:  # pragma: no cover - abstract
+        """Learn one validated float64 sample ``x`` of label ``y`` with weight ``w``."""
+        raise NotImplementedError
+
     def scores(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _restore_weights(self, arrays: dict[str, np.ndarray]) -> None:
+        w = getattr(self, "weights_", None)
+        if w is None:
+            return
+        if not np.isfinite(w).all() or (w < 0).any() or ((w > 0) != (self.counts_ > 0)).any():
+            raise StateFileError(f"{self.name}: class weights disagree with the class counts")
 
 
 class NCMHead(_Head):
@@ -108,31 +156,41 @@ class NCMHead(_Head):
     >>> import numpy as np
     >>> from edgecl.learner.config import LearnerConfig
     >>> h = NCMHead(LearnerConfig(dim=2, max_classes=3, head="ncm"))
-    >>> h.learn(np.array([0.0, 0.0]), 0); h.learn(np.array([2.0, 2.0]), 0)
+    >>> h.learn(np.array([0.0, 0.0]), 0, 1.0); h.learn(np.array([2.0, 2.0]), 0, 3.0)
     >>> h.means_[0].tolist()
-    [1.0, 1.0]
+    [1.5, 1.5]
     """
 
     name = "ncm"
 
     def __init__(self, cfg: LearnerConfig) -> None:
         super().__init__(cfg)
-        self.sums_ = np.zeros((cfg.max_classes, cfg.dim), dtype=np.float64)
+        self.sums_ = np.zeros((cfg.max_classes, cfg.dim), dtype=np.float64)  # Σ w·x
+        self.weights_ = np.zeros(cfg.max_classes, dtype=np.float64)  # Σ w
 
     @staticmethod
     def nbytes_for(cfg: LearnerConfig) -> int:
-        return _F8 * cfg.max_classes * (cfg.dim + 1) + _Head._mask_nbytes(cfg)
+        return _F8 * cfg.max_classes * (cfg.dim + 2) + _Head._mask_nbytes(cfg)
 
     @property
     def means_(self) -> np.ndarray:
-        """Class means (rows of unseen classes are 0)."""
-        return self.sums_ / np.maximum(self.counts_, 1)[:, None]
+        """Weighted class means (rows of unseen classes are 0)."""
+        w = np.where(self.weights_ > 0, self.weights_, 1.0)
+        return self.sums_ / w[:, None]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"counts_": self.counts_, "sums_": self.sums_}
+        return {"counts_": self.counts_, "sums_": self.sums_, "weights_": self.weights_}
 
-    def learn(self, x: np.ndarray, y: int) -> None:
-        self.sums_[y] += x
+    def restore(self, arrays: dict[str, np.ndarray], counters: dict[str, Any]) -> None:
+        super().restore(arrays, counters)
+        self._restore_weights(arrays)
+
+    def learn(self, x: np.ndarray, y: int, w: float) -> None:
+        if w == 1.0:
+            self.sums_[y] += x
+        else:
+            self.sums_[y] += w * x
+        self.weights_[y] += w
         self._count(y)
 
     def scores(self, X: np.ndarray) -> np.ndarray:
@@ -147,9 +205,9 @@ class NCMHead(_Head):
 class SLDAHead(_Head):
     """Streaming LDA with a shared, shrunk covariance (Hayes & Kanan 2020).
 
-    Learned state: ``means_``, ``counts_``, ``scatter_`` (sum of n/(n+1)·δδᵀ) and
-    the queued rank-one rows ``pending_``. Caches: ``precision_``, ``coef_``,
-    ``intercept_``.
+    Learned state: ``means_``, ``counts_``, ``weights_``, ``scatter_`` (sum of
+    W·w/(W+w)·δδᵀ) and the queued rank-one rows ``pending_``. Caches:
+    ``precision_``, ``coef_``, ``intercept_``.
     """
 
     name = "slda"
@@ -160,6 +218,7 @@ class SLDAHead(_Head):
         self.shrinkage = cfg.slda_shrinkage
         self.refresh_every = cfg.slda_refresh_every
         self.means_ = np.zeros((c, d), dtype=np.float64)
+        self.weights_ = np.zeros(c, dtype=np.float64)
         self.scatter_ = np.zeros((d, d), dtype=np.float64)
         self.pending_ = np.zeros((cfg.slda_batch, d), dtype=np.float64)
         self.precision_ = np.zeros((d, d), dtype=np.float64)
@@ -174,12 +233,13 @@ class SLDAHead(_Head):
     def nbytes_for(cfg: LearnerConfig) -> int:
         d, c = cfg.dim, cfg.max_classes
         return (
-            _F8 * (2 * d * d + cfg.slda_batch * d + 2 * c * d + 2 * c) + c + _Head._mask_nbytes(cfg)
+            _F8 * (2 * d * d + cfg.slda_batch * d + 2 * c * d + 3 * c) + c + _Head._mask_nbytes(cfg)
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
             "counts_": self.counts_,
+            "weights_": self.weights_,
             "means_": self.means_,
             "scatter_": self.scatter_,
             "pending_": self.pending_,
@@ -208,27 +268,30 @@ class SLDAHead(_Head):
             raise StateFileError(f"slda pending count {self._n_pending} out of range")
         if self._n_updates != int(self.counts_.sum()):
             raise StateFileError("slda update count disagrees with the class counts")
+        self._restore_weights(arrays)
         self._refreshed_at = -1
         self._stale_rows[:] = True
 
-    def learn(self, x: np.ndarray, y: int) -> None:
-        n = int(self.counts_[y])
+    def learn(self, x: np.ndarray, y: int, w: float) -> None:
+        W = float(self.weights_[y])
         delta = x - self.means_[y]
-        if n > 0:  # the first sample of a class adds n/(n+1) = 0 to the scatter
-            self.pending_[self._n_pending] = delta * np.sqrt(n / (n + 1.0))
+        if W > 0:  # the first sample of a class adds W·w/(W+w) = 0 to the scatter
+            self.pending_[self._n_pending] = delta * np.sqrt(W * w / (W + w))
             self._n_pending += 1
             if self._n_pending == self.pending_.shape[0]:
                 self.scatter_ += self.pending_.T @ self.pending_
                 self._n_pending = 0
-        self.means_[y] += delta / (n + 1.0)
+        self.means_[y] += delta * (w / (W + w))
+        self.weights_[y] = W + w
         self._count(y)
         self._n_updates += 1
         self._stale_rows[y] = True
 
     def covariance(self) -> np.ndarray:
-        """The current covariance estimate Σ = scatter / N (before shrinkage)."""
+        """The current covariance estimate Σ = scatter / Σw (before shrinkage)."""
         p = self.pending_[: self._n_pending]
-        return (self.scatter_ + p.T @ p) / max(self._n_updates, 1)
+        total = float(self.weights_.sum())
+        return (self.scatter_ + p.T @ p) / (total if total > 0 else 1.0)
 
     def refresh(self, force: bool = False) -> None:
         """Recompute the precision if it is missing or ``refresh_every`` samples old."""
@@ -263,15 +326,38 @@ class SLDAHead(_Head):
 class SoftmaxHead(_Head):
     """Linear softmax classifier ``θ = [W | b]`` of shape (max_classes, dim + 1).
 
-    :meth:`step` takes one SGD step on a small batch (the new sample first, then
-    replayed ones); the logits of classes never seen are masked out, so a new
-    class does not push down the others before it exists.
+    :meth:`learn` replays ``replay_k`` samples from the head's own reservoir
+    buffer (latent replay), takes one SGD step on the new sample plus them
+    (:meth:`step_rows`), and stores the new sample. The logits of classes never
+    seen are masked out, so a new class does not push down the others before it
+    exists. With ``ewc_lambda > 0`` the head also owns an :class:`OnlineFisher`
+    that pulls it toward its anchors (EWC++), consolidated when the loss plateaus.
     """
 
     name = "softmax"
 
-    def __init__(self, cfg: LearnerConfig) -> None:
+    def __init__(self, cfg: LearnerConfig, buffer_capacity: int = 0) -> None:
         super().__init__(cfg)
+        self.buffer = ReservoirBuffer(
+            buffer_capacity,
+            cfg.dim,
+            dtype=cfg.buffer_dtype,
+            seed=cfg.seed,
+            policy=cfg.buffer_policy,
+            max_classes=cfg.max_classes,
+        )
+        self.fisher: OnlineFisher | None = None
+        if cfg.ewc_lambda > 0:
+            self.fisher = OnlineFisher(
+                self.fisher_shape(cfg),
+                lam=cfg.ewc_lambda,
+                decay=cfg.fisher_decay,
+                consolidate_every=cfg.consolidate_every,
+                on_plateau=cfg.consolidate_on_plateau,
+                window=cfg.loss_window,
+                peak_ratio=cfg.peak_ratio,
+                plateau_tol=cfg.plateau_tol,
+            )
         self.lr = cfg.lr
         self.weight_decay = cfg.weight_decay
         self.fisher_mode = cfg.fisher_mode
@@ -287,15 +373,80 @@ class SoftmaxHead(_Head):
         work = _F8 * (1 + cfg.replay_k) * (cfg.dim + 3)
         return _F8 * cfg.max_classes * (cfg.dim + 2) + work + _Head._mask_nbytes(cfg)
 
+    @staticmethod
+    def fisher_shape(cfg: LearnerConfig) -> tuple[int, int]:
+        """Shape of θ, the parameters EWC protects."""
+        return (cfg.max_classes, cfg.dim + 1)
+
+    @classmethod
+    def plan(cls, cfg: LearnerConfig, room: int) -> dict[str, int]:
+        """Head and Fisher first; the replay buffer takes what ``room`` leaves
+        (or exactly ``buffer_capacity`` slots when the config fixes it)."""
+        head = cls.nbytes_for(cfg)
+        fisher = (
+            OnlineFisher.nbytes_for(cls.fisher_shape(cfg), cfg.loss_window)
+            if cfg.ewc_lambda > 0
+            else 0
+        )
+        buf_fixed = ReservoirBuffer.fixed_bytes(cfg.max_classes, cfg.buffer_policy)
+        fixed = head + fisher + buf_fixed
+        per_item = ReservoirBuffer.bytes_per_item(cfg.dim, cfg.buffer_dtype)
+        if fixed > room:
+            raise BudgetError(
+                f"budget_bytes={cfg.budget_bytes:,} is too small: the softmax head needs "
+                f"{head:,} B, the Fisher {fisher:,} B and the buffer counters {buf_fixed:,} B "
+                f"(= {fixed:,} B, {room:,} B available) for dim={cfg.dim}, "
+                f"max_classes={cfg.max_classes}"
+            )
+        slots = (room - fixed) // per_item
+        if cfg.buffer_capacity is None:
+            capacity = slots
+        elif cfg.buffer_capacity > slots:
+            raise BudgetError(
+                f"buffer_capacity={cfg.buffer_capacity:,} needs {cfg.buffer_capacity * per_item:,} "
+                f"B but budget_bytes={cfg.budget_bytes:,} leaves {room - fixed:,} B after the "
+                f"fixed parts ({cfg.budget_bytes - room + fixed:,} B): at most {slots:,} slots fit"
+            )
+        else:
+            capacity = cfg.buffer_capacity
+        if cfg.replay_k > 0 and capacity == 0:
+            raise BudgetError(
+                f"replay_k={cfg.replay_k} needs a replay buffer, but budget_bytes="
+                f"{cfg.budget_bytes:,} leaves no room for one slot ({per_item} B) after "
+                f"{cfg.budget_bytes - room + fixed:,} B of fixed parts"
+            )
+        return {
+            "head_bytes": head,
+            "fisher_bytes": fisher,
+            "buffer_bytes": buf_fixed + capacity * per_item,
+            "buffer_capacity": capacity,
+        }
+
+    def parts(self) -> dict[str, Any]:
+        own: dict[str, Any] = {"buffer": self.buffer}
+        if self.fisher is not None:
+            own["fisher"] = self.fisher
+        return own
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"counts_": self.counts_, "theta_": self.theta_}
 
     def cache_arrays(self) -> dict[str, np.ndarray]:
         return {**super().cache_arrays(), "xb": self._xb, "yb": self._yb, "rows": self._rows}
 
-    def learn(self, x: np.ndarray, y: int) -> None:
-        """One SGD step on ``x`` alone (no replay, no EWC)."""
-        self.step(x[None, :], np.array([y]), None)
+    def learn(self, x: np.ndarray, y: int, w: float = 1.0) -> None:
+        """Replay, one SGD step (EWC-regularised when the head owns a Fisher), store ``x``.
+
+        ``w`` must be 1: SGD takes no sample weight (the config enforces it).
+        """
+        Xw, Yw = self.work_rows()
+        Xw[0] = x
+        Yw[0] = y
+        n = self.buffer.sample_into(Xw[1:], Yw[1:])
+        loss = self.step_rows(1 + n, self.fisher)
+        if self.fisher is not None and self.fisher.observe_loss(loss):
+            self.fisher.consolidate(self.theta_)
+        self.buffer.add(x, y)
 
     def _logits(self, X: np.ndarray) -> np.ndarray:
         s = X @ self.theta_[:, :-1].T
@@ -371,14 +522,16 @@ class SoftmaxHead(_Head):
         return loss
 
 
-_HEADS = {"ncm": NCMHead, "slda": SLDAHead, "softmax": SoftmaxHead}
+_HEADS: dict[str, type[_Head]] = {"ncm": NCMHead, "slda": SLDAHead, "softmax": SoftmaxHead}
 
 
-def make_head(cfg: LearnerConfig) -> NCMHead | SLDAHead | SoftmaxHead:
-    """The head named by ``cfg.head``."""
+def head_class(cfg: LearnerConfig) -> type[_Head]:
+    """The head class named by ``cfg.head``."""
+    return _HEADS[cfg.head]
+
+
+def make_head(cfg: LearnerConfig, plan: dict[str, int]) -> _Head:
+    """The head named by ``cfg.head``, with what it owns sized by ``plan``."""
+    if cfg.head == "softmax":
+        return SoftmaxHead(cfg, plan["buffer_capacity"])
     return _HEADS[cfg.head](cfg)
-
-
-def head_nbytes(cfg: LearnerConfig) -> int:
-    """Bytes the head named by ``cfg.head`` allocates, before allocating it."""
-    return _HEADS[cfg.head].nbytes_for(cfg)

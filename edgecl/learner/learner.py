@@ -1,12 +1,18 @@
-"""StreamingLearner: a head, a replay buffer and an online Fisher under one byte budget.
+"""StreamingLearner: a head, the memory it owns and per-user standardisation, under one budget.
 
 The learner is task-free and class-incremental: it never needs task ids and a
 new label may appear at any time, up to ``max_classes``. Everything is
-preallocated at construction from ``budget_bytes``: the head for all classes,
-the Fisher and anchors (softmax head with ``ewc_lambda > 0``), and the replay
-buffer takes what remains. Input is validated before anything changes, so a bad
-sample raises :class:`~edgecl.errors.InputError` (a ``ValueError``) and leaves
-the learner exactly as it was.
+preallocated at construction from ``budget_bytes``: the optional per-user
+standardisation (:class:`~edgecl.learner.usernorm.UserNorm`) and the head with
+what it owns — NCM and SLDA their statistics only, the softmax head its replay
+buffer (which takes what the budget leaves) and, with ``ewc_lambda > 0``, its
+Fisher. Input is validated before anything changes, so a bad sample raises
+:class:`~edgecl.errors.InputError` (a ``ValueError``) and leaves the learner
+exactly as it was.
+
+Three verbs change the state: :meth:`learn_one` (a labelled sample),
+:meth:`observe_one` (any embedded window, labelled or not: the unsupervised
+user statistics; a no-op unless ``standardize``) and :meth:`reset_user`.
 
 >>> import numpy as np
 >>> lr = StreamingLearner(LearnerConfig(dim=3, max_classes=4, head="slda", budget_bytes=20_000))
@@ -14,8 +20,8 @@ the learner exactly as it was.
 >>> int(lr.predict_one(np.array([0.0, 0.9, 0.1])))
 1
 >>> rep = lr.memory_report()
->>> rep["state_bytes"] <= rep["budget_bytes"]
-True
+>>> rep["state_bytes"] <= rep["budget_bytes"], rep["buffer_capacity"]
+(True, 0)
 """
 
 from __future__ import annotations
@@ -25,63 +31,36 @@ from typing import Any
 
 import numpy as np
 
-from edgecl.errors import BudgetError, InputError
+from edgecl.errors import BudgetError, ConfigError, InputError
 from edgecl.learner.config import LearnerConfig
 from edgecl.learner.fisher import OnlineFisher
-from edgecl.learner.heads import SoftmaxHead, head_nbytes, make_head
+from edgecl.learner.heads import head_class, make_head
 from edgecl.learner.reservoir import ReservoirBuffer
+from edgecl.learner.usernorm import UserNorm
 
 __all__ = ["StreamingLearner", "plan_budget"]
 
 
 def plan_budget(cfg: LearnerConfig) -> dict[str, int]:
-    """Split ``cfg.budget_bytes`` into head, Fisher and buffer bytes, before allocating.
+    """Split ``cfg.budget_bytes`` among the parts the config needs, before allocating.
 
-    Raises :class:`~edgecl.errors.BudgetError` when the fixed parts do not fit.
+    Keys: ``head_bytes``, ``fisher_bytes``, ``buffer_bytes``, ``buffer_capacity``,
+    ``user_bytes`` and ``state_bytes`` (their sum). Only the softmax head owns a
+    buffer and a Fisher; NCM and SLDA plan 0 for both. Raises
+    :class:`~edgecl.errors.BudgetError` when the fixed parts do not fit.
     """
-    head = head_nbytes(cfg)
-    fisher = _fisher_shape(cfg)
-    fisher_bytes = OnlineFisher.nbytes_for(fisher, cfg.loss_window) if fisher else 0
-    buf_fixed = ReservoirBuffer.fixed_bytes(cfg.max_classes, cfg.buffer_policy)
-    fixed = head + fisher_bytes + buf_fixed
-    per_item = ReservoirBuffer.bytes_per_item(cfg.dim, cfg.buffer_dtype)
-    if fixed > cfg.budget_bytes:
+    user = UserNorm.nbytes_for(cfg.dim) if cfg.standardize else 0
+    if user > cfg.budget_bytes:
         raise BudgetError(
-            f"budget_bytes={cfg.budget_bytes:,} is too small: the {cfg.head} head needs "
-            f"{head:,} B, the Fisher {fisher_bytes:,} B and the buffer counters {buf_fixed:,} B "
-            f"(= {fixed:,} B) for dim={cfg.dim}, max_classes={cfg.max_classes}"
+            f"budget_bytes={cfg.budget_bytes:,} is too small: per-user standardisation alone "
+            f"needs {user:,} B for dim={cfg.dim}"
         )
-    room = (cfg.budget_bytes - fixed) // per_item
-    if cfg.buffer_capacity is None:
-        capacity = room
-    elif cfg.buffer_capacity > room:
-        raise BudgetError(
-            f"buffer_capacity={cfg.buffer_capacity:,} needs {cfg.buffer_capacity * per_item:,} B "
-            f"but budget_bytes={cfg.budget_bytes:,} leaves {cfg.budget_bytes - fixed:,} B after "
-            f"the fixed parts ({fixed:,} B): at most {room:,} slots fit"
-        )
-    else:
-        capacity = cfg.buffer_capacity
-    if cfg.head == "softmax" and cfg.replay_k > 0 and capacity == 0:
-        raise BudgetError(
-            f"replay_k={cfg.replay_k} needs a replay buffer, but budget_bytes={cfg.budget_bytes:,} "
-            f"leaves no room for one slot ({per_item} B) after {fixed:,} B of fixed parts"
-        )
-    buffer_bytes = buf_fixed + capacity * per_item
-    return {
-        "head_bytes": head,
-        "fisher_bytes": fisher_bytes,
-        "buffer_bytes": buffer_bytes,
-        "buffer_capacity": capacity,
-        "state_bytes": head + fisher_bytes + buffer_bytes,
-    }
-
-
-def _fisher_shape(cfg: LearnerConfig) -> tuple[int, int] | None:
-    # Only the softmax head has gradient-trained parameters for EWC to protect.
-    if cfg.head == "softmax" and cfg.ewc_lambda > 0:
-        return (cfg.max_classes, cfg.dim + 1)
-    return None
+    plan = head_class(cfg).plan(cfg, cfg.budget_bytes - user)
+    plan["user_bytes"] = user
+    plan["state_bytes"] = (
+        plan["head_bytes"] + plan["fisher_bytes"] + plan["buffer_bytes"] + plan["user_bytes"]
+    )
+    return plan
 
 
 class StreamingLearner:
@@ -98,29 +77,28 @@ class StreamingLearner:
             raise TypeError(f"StreamingLearner needs a LearnerConfig, got {type(config).__name__}")
         self.config = config
         self._plan = plan_budget(config)
-        self.head = make_head(config)
-        shape = _fisher_shape(config)
-        self.fisher: OnlineFisher | None = None
-        if shape is not None:
-            self.fisher = OnlineFisher(
-                shape,
-                lam=config.ewc_lambda,
-                decay=config.fisher_decay,
-                consolidate_every=config.consolidate_every,
-                on_plateau=config.consolidate_on_plateau,
-                window=config.loss_window,
-                peak_ratio=config.peak_ratio,
-                plateau_tol=config.plateau_tol,
-            )
-        self.buffer = ReservoirBuffer(
-            self._plan["buffer_capacity"],
-            config.dim,
-            dtype=config.buffer_dtype,
-            seed=config.seed,
-            policy=config.buffer_policy,
-            max_classes=config.max_classes,
+        self.head = make_head(config, self._plan)
+        self.user: UserNorm | None = (
+            UserNorm(config.dim, config.standardize_prior_n) if config.standardize else None
         )
         self.n_learned = 0
+
+    @property
+    def buffer(self) -> ReservoirBuffer | None:
+        """The replay buffer the head owns (softmax), else None."""
+        return self.head.parts().get("buffer")
+
+    @property
+    def fisher(self) -> OnlineFisher | None:
+        """The online Fisher the head owns (softmax with ``ewc_lambda > 0``), else None."""
+        return self.head.parts().get("fisher")
+
+    def parts(self) -> dict[str, Any]:
+        """Every stateful component, by state-file prefix: head, what it owns, user."""
+        own: dict[str, Any] = {"head": self.head, **self.head.parts()}
+        if self.user is not None:
+            own["user"] = self.user
+        return own
 
     # -- validation ----------------------------------------------------------
     def _vector(self, x: Any) -> np.ndarray:
@@ -165,41 +143,101 @@ class StreamingLearner:
             raise InputError(f"Y[{i}] = {L[i]} outside [0, {self.config.max_classes})")
         return L.astype(np.int64)
 
-    # -- learning ------------------------------------------------------------
-    def learn_one(self, x: Any, y: Any) -> None:
-        """Learn one labelled sample (test-then-train callers predict first)."""
-        self._learn(self._vector(x), self._label(y))
+    def _weight(self, w: Any) -> float:
+        if w is None:
+            return self.config.label_weight
+        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, float, np.number)):
+            raise InputError(f"weight {w!r} must be a number")
+        w = float(w)
+        if not (np.isfinite(w) and w > 0):
+            raise InputError(f"weight {w} must be finite and > 0")
+        if self.config.head == "softmax" and w != 1.0:
+            raise InputError("the softmax head takes no sample weight (w must be 1)")
+        return w
 
-    def learn_many(self, X: Any, Y: Any) -> None:
+    # -- learning ------------------------------------------------------------
+    def learn_one(self, x: Any, y: Any, w: float | None = None) -> None:
+        """Learn one labelled sample with weight ``w`` (default ``label_weight``).
+
+        Test-then-train callers predict first. ``learn_one`` does not update the
+        user statistics: call :meth:`observe_one` once for every embedded
+        window, labelled or not.
+        """
+        v, label, weight = self._vector(x), self._label(y), self._weight(w)
+        self._learn(v, label, weight)
+
+    def learn_many(self, X: Any, Y: Any, w: float | None = None, groups: Any = None) -> None:
         """Learn rows of ``X`` in order; identical to the ``learn_one`` loop.
 
         The whole batch is validated first: one bad row rejects the batch and
         the learner is left unchanged.
+
+        ``groups`` (pre-training with ``standardize``): the subject of every row.
+        Each group is z-scored with its own mean and variance before the head
+        learns it, and the averages of the groups' statistics become the prior
+        of a new user (the current user is reset). This is how a head is fitted
+        so that the device's per-user standardisation agrees with it.
         """
         M = self._matrix(X)
         L = self._labels(Y, M.shape[0])
+        weight = self._weight(w)
+        if groups is not None:
+            if self.user is None:
+                raise ConfigError("learn_many(groups=...) needs LearnerConfig.standardize = True")
+            G = np.asarray(groups)
+            if G.shape != (M.shape[0],) or G.dtype.kind not in "iu":
+                raise InputError(
+                    f"groups has shape {G.shape} / dtype {G.dtype}; need ({M.shape[0]},) integers"
+                )
+            Z, mean, var = UserNorm.fit_groups(M, G)
+            for i in range(M.shape[0]):
+                self.head.learn(Z[i], int(L[i]), weight)
+            self.n_learned += M.shape[0]
+            self.user.set_prior(mean, var)
+            return
         for i in range(M.shape[0]):
-            self._learn(M[i], int(L[i]))
+            self._learn(M[i], int(L[i]), weight)
 
-    def _learn(self, x: np.ndarray, y: int) -> None:
-        head = self.head
-        if isinstance(head, SoftmaxHead):
-            # Experience replay: replay from memory first, then store the new sample.
-            Xw, Yw = head.work_rows()
-            Xw[0] = x
-            Yw[0] = y
-            n = self.buffer.sample_into(Xw[1:], Yw[1:])
-            loss = head.step_rows(1 + n, self.fisher)
-            if self.fisher is not None and self.fisher.observe_loss(loss):
-                self.fisher.consolidate(head.theta_)
-        else:
-            head.learn(x, y)
-        self.buffer.add(x, y)
+    def _learn(self, x: np.ndarray, y: int, w: float) -> None:
+        z = x if self.user is None else self.user.transform(x)
+        self.head.learn(z, y, w)
         self.n_learned += 1
 
+    def observe_one(self, x: Any) -> None:
+        """Add one embedded window (labelled or not) to the current user's statistics.
+
+        A no-op unless ``standardize``; validated like :meth:`learn_one`.
+        """
+        v = self._vector(x)
+        if self.user is not None:
+            self.user.observe_one(v)
+
+    def observe_many(self, X: Any) -> None:
+        """:meth:`observe_one` for every row of ``X`` (validated as a whole first)."""
+        M = self._matrix(X)
+        if self.user is not None:
+            self.user.observe_many(M)
+
+    def reset_user(self) -> None:
+        """Start a new user: forget the user statistics, keep everything learned.
+
+        The labels learned so far stay in the head (nothing learned is lost);
+        only the running mean/variance restart from the pre-training prior.
+        """
+        if self.user is not None:
+            self.user.reset()
+
+    def _z(self, M: np.ndarray) -> np.ndarray:
+        return M if self.user is None else self.user.transform(M)
+
     # -- prediction ----------------------------------------------------------
+    def scores(self, X: Any) -> np.ndarray:
+        """Head scores ``(n, max_classes)`` of the rows of ``X`` (log-probabilities up to
+        a per-row constant; ``-inf`` for classes never learned), after standardisation."""
+        return self.head.scores(self._z(self._matrix(X)))
+
     def _proba(self, M: np.ndarray) -> np.ndarray:
-        s = self.head.scores(M)
+        s = self.head.scores(self._z(M))
         s -= s.max(axis=1, keepdims=True)
         p = np.exp(s)
         p /= p.sum(axis=1, keepdims=True)
@@ -210,7 +248,7 @@ class StreamingLearner:
         v = self._vector(x)
         if not self.head.seen_mask.any():
             return -1
-        return int(np.argmax(self.head.scores(v[None, :])[0]))
+        return int(np.argmax(self.head.scores(self._z(v[None, :]))[0]))
 
     def predict_proba_one(self, x: Any) -> dict[int, float]:
         """Probabilities over the classes seen so far (empty before any label)."""
@@ -228,7 +266,7 @@ class StreamingLearner:
             return np.full(M.shape[0], -1, dtype=np.int64)
         if M.shape[0] == 0:
             return np.empty(0, dtype=np.int64)
-        return np.argmax(self.head.scores(M), axis=1).astype(np.int64)
+        return np.argmax(self.head.scores(self._z(M)), axis=1).astype(np.int64)
 
     def predict_proba_many(self, X: Any) -> np.ndarray:
         """(n, max_classes) probabilities; columns of unseen classes are 0."""
@@ -246,17 +284,21 @@ class StreamingLearner:
     def memory_report(self) -> dict[str, int]:
         """Every allocated byte, by part; ``state_bytes <= budget_bytes`` always."""
         head = self.head.nbytes
-        fisher = self.fisher.nbytes if self.fisher is not None else 0
-        buf = self.buffer.nbytes
+        fisher, buf = self.fisher, self.buffer
+        fisher_bytes = fisher.nbytes if fisher is not None else 0
+        buf_bytes = buf.nbytes if buf is not None else 0
+        user_bytes = self.user.nbytes if self.user is not None else 0
         return {
             "budget_bytes": self.config.budget_bytes,
-            "state_bytes": head + fisher + buf,
+            "state_bytes": head + fisher_bytes + buf_bytes + user_bytes,
             "head_bytes": head,
-            "fisher_bytes": fisher,
-            "buffer_bytes": buf,
-            "buffer_capacity": self.buffer.capacity,
-            "buffer_len": len(self.buffer),
-            "buffer_seen": self.buffer.seen,
+            "fisher_bytes": fisher_bytes,
+            "buffer_bytes": buf_bytes,
+            "user_bytes": user_bytes,
+            "buffer_capacity": buf.capacity if buf is not None else 0,
+            "buffer_len": len(buf) if buf is not None else 0,
+            "buffer_seen": buf.seen if buf is not None else 0,
+            "user_windows": self.user.n_ if self.user is not None else 0,
             "n_learned": self.n_learned,
         }
 
@@ -275,7 +317,11 @@ class StreamingLearner:
 
     def __repr__(self) -> str:
         c = self.config
+        buf = self.buffer
+        extra = "" if buf is None else f", buffer={len(buf)}/{buf.capacity}"
+        if self.user is not None:
+            extra += f", user_windows={self.user.n_}"
         return (
             f"StreamingLearner(head={c.head!r}, dim={c.dim}, max_classes={c.max_classes}, "
-            f"learned={self.n_learned}, buffer={len(self.buffer)}/{self.buffer.capacity})"
+            f"learned={self.n_learned}{extra})"
         )

@@ -1,10 +1,12 @@
 """Learner state files: safetensors arrays + checksummed JSON metadata, written atomically.
 
 Layout: one ``.safetensors`` file. Arrays are named ``<part>.<name>`` (``head.means_``,
-``buffer.X_``, ``fisher.fisher_``). Its ``__metadata__`` holds one key, ``edgecl``,
-whose value is canonical JSON ``{"body": {...}, "sha256": "..."}``: the body has
-the format name and version, the edgecl version, the config, every counter and
-RNG state, and ``arrays_sha256``; ``sha256`` is the digest of the canonical body.
+``buffer.X_``, ``fisher.fisher_``, ``user.sum_``): the head, what the head owns (the
+softmax head's buffer and Fisher) and the per-user standardisation, when configured.
+Its ``__metadata__`` holds one key, ``edgecl``, whose value is canonical JSON
+``{"body": {...}, "sha256": "..."}``: the body has the format name and version,
+the edgecl version, the config, every counter and RNG state, and
+``arrays_sha256``; ``sha256`` is the digest of the canonical body.
 (One key only: safetensors writes metadata keys in hash-map order, which would
 make the bytes differ from run to run.)
 
@@ -17,6 +19,13 @@ digest and (4) the metadata digest — any flipped byte or truncation fails with
 directory, are fsynced, renamed over the target and the directory is fsynced,
 so a crash leaves either the old file or the new one, never a mix. Files are
 created with mode 0600. Nothing is ever unpickled.
+
+Versions. 2 (this one): heads own their memory (no buffer for NCM/SLDA), NCM
+and SLDA carry class ``weights_``, and the ``user`` part holds the per-user
+standardisation. Version 1 files still load: their NCM/SLDA buffer arrays
+(which no NCM/SLDA head ever read) are dropped, class weights are the class
+counts (every v1 sample had weight 1), and standardisation is off — the
+learner predicts exactly as it did.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT",
+    "READABLE_VERSIONS",
     "VERSION",
     "arrays_digest",
     "atomic_write_bytes",
@@ -54,7 +64,8 @@ __all__ = [
 ]
 
 FORMAT = "edgecl.learner"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_HEADER = 1 << 20  # a header beyond 1 MiB is not one we wrote
 
 
@@ -80,10 +91,7 @@ def _meta_digest(body: dict[str, Any]) -> str:
 def _collect(learner: StreamingLearner) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     arrays: dict[str, np.ndarray] = {}
     counters: dict[str, Any] = {"learner": {"n_learned": learner.n_learned}}
-    parts: dict[str, Any] = {"head": learner.head, "buffer": learner.buffer}
-    if learner.fisher is not None:
-        parts["fisher"] = learner.fisher
-    for part, obj in parts.items():
+    for part, obj in learner.parts().items():
         for name, a in obj.arrays().items():
             arrays[f"{part}.{name}"] = np.ascontiguousarray(a)
         counters[part] = obj.counters()
@@ -222,21 +230,24 @@ def load_state(path: str | os.PathLike[str]) -> StreamingLearner:
     verify_canonical(raw, arrays, wrapped, where)
     if info.get("format") != FORMAT:
         raise StateFileError(f"{where}: format {info.get('format')!r}, expected {FORMAT!r}")
-    if info.get("version") != VERSION:
+    version = info.get("version")
+    if version not in READABLE_VERSIONS:
         raise StateFileError(
-            f"{where}: state format version {info.get('version')}, this edgecl reads {VERSION}"
+            f"{where}: state format version {version}, this edgecl reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     if info.get("arrays_sha256") != arrays_digest(arrays):
         raise StateFileError(f"{where}: array checksum mismatch (file corrupted)")
+    stored = info.get("config")
+    counters = info.get("counters", {})
+    if version == 1 and isinstance(stored, dict):
+        stored, arrays, counters = _upgrade_v1(stored, arrays, counters)
     try:
-        cfg = LearnerConfig.from_dict(info["config"])
+        cfg = LearnerConfig.from_dict(stored)
     except (ConfigError, KeyError, TypeError) as exc:
         raise StateFileError(f"{where}: stored config is invalid ({exc})") from None
     learner = StreamingLearner(cfg)
-    counters = info.get("counters", {})
-    parts: dict[str, Any] = {"head": learner.head, "buffer": learner.buffer}
-    if learner.fisher is not None:
-        parts["fisher"] = learner.fisher
+    parts = learner.parts()
     expected = {f"{p}.{n}" for p, obj in parts.items() for n in obj.arrays()}
     if set(arrays) != expected:
         raise StateFileError(
@@ -251,3 +262,19 @@ def load_state(path: str | os.PathLike[str]) -> StreamingLearner:
     except (KeyError, TypeError) as exc:
         raise StateFileError(f"{where}: counters incomplete ({exc})") from None
     return learner
+
+
+def _upgrade_v1(
+    config: dict[str, Any], arrays: dict[str, np.ndarray], counters: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+    """A version-1 state in version-2 form (verified v1 bytes in, same predictions out)."""
+    if config.get("head") == "softmax":
+        return config, arrays, counters
+    # NCM/SLDA never read their v1 buffer: drop it; every v1 sample had weight 1.
+    config = {**config, "buffer_capacity": None}
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("buffer.")}
+    counts = arrays.get("head.counts_")
+    if isinstance(counts, np.ndarray):
+        arrays["head.weights_"] = counts.astype(np.float64)
+    counters = {k: v for k, v in counters.items() if k != "buffer"}
+    return config, arrays, counters
