@@ -428,3 +428,60 @@ def test_time_based_checkpoint_only_when_something_changed(tmp_path):
     t.join(10)
     assert [p.name for p in state.glob("*.safetensors")] == ["learner-00000001.safetensors"]
     assert d.stats.checkpoints == 1
+
+
+def _std_learner(dim):
+    cfg = LearnerConfig(dim=dim, max_classes=3, head="slda", budget_bytes=60_000, standardize=True)
+    return StreamingLearner(cfg)
+
+
+def test_every_window_updates_the_user_statistics_and_reset_user(tmp_path):
+    """Labelled or not, every embedded window is observed (after its prediction);
+    {"cmd": "reset-user"} restarts the statistics, keeps the labels, checkpoints."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(5.0, 2.0, size=(12, 3))
+    lines = [format_sample(x, int(i % 2)) if i < 4 else format_sample(x) for i, x in enumerate(X)]
+    data = b"".join(lines)
+    ext = build_daemon(DaemonConfig(source="-"), features=3).extractor
+    state = tmp_path / "s"
+    d = _daemon(tmp_path, data, learner=_std_learner(3), extractor=ext, window=False,
+                state_dir=str(state), control=True)  # fmt: skip
+    d.run(install_signals=False)
+    user = d.learner.user
+    assert user.n_ == 12
+    np.testing.assert_allclose(user.sum_, (X.astype(np.float32) - user.prior_mean_).sum(0))
+    assert _out(d)[1][-1]["user_windows"] == 12
+    # A frozen daemon observes nothing.
+    frozen = _daemon(tmp_path, data, learner=_std_learner(3), extractor=ext, window=False,
+                     learn=False)  # fmt: skip
+    frozen.run(install_signals=False)
+    assert frozen.learner.user.n_ == 0 and frozen.learner.n_learned == 0
+    # reset-user: statistics restart, labels stay, a checkpoint is written at once.
+    d2 = _daemon(tmp_path, data + b'{"cmd": "reset-user"}\n', learner=_std_learner(3),
+                 extractor=ext, window=False, state_dir=str(state), control=True,
+                 checkpoint_every_s=0)  # fmt: skip
+    d2.run(install_signals=False)
+    assert d2.learner.user.n_ == 0 and d2.learner.n_learned == 4
+    stats = _out(d2)[1][-1]
+    assert stats["user_resets"] == 1 and stats["user_windows"] == 0
+    resumed = build_daemon(DaemonConfig(source="-", state_dir=str(state)), features=3).learner
+    assert resumed.user.n_ == 0 and resumed.n_learned == 4
+
+
+def test_cli_slda_checkpoint_is_the_head_not_a_buffer(tmp_path):
+    """`edgecl run --features` (an SLDA learner under the profile's 8 MB budget) used to
+    fill and checkpoint an 8 MB replay buffer that SLDA never reads."""
+    from edgecl.cli import main
+    from edgecl.learner.state import load_state
+
+    X, _, data = _labelled_features(50, dim=64)
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(data)
+    state = tmp_path / "s"
+    argv = ["run", "--features", "64", "--source", str(src), "--out", str(tmp_path / "o"),
+            "--state", str(state), "--max-classes", "32", "--log-level", "error"]  # fmt: skip
+    assert main(argv) == 0
+    (ckpt,) = sorted(state.glob("*.safetensors"))
+    lr = load_state(ckpt)
+    assert lr.n_learned == 50 and lr.buffer is None
+    assert ckpt.stat().st_size <= 2 * lr.memory_report()["head_bytes"]

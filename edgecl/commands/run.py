@@ -15,10 +15,13 @@ examples:
   edgecl run --source socket://127.0.0.1:7000 --out predictions.ndjson --stats-every 5
   edgecl run --features 64 --source - --max-classes 10 < embeddings.ndjson
       no bundle: each {"x": [...]} already is a 64-d embedding
+  edgecl run --source /dev/ttyUSB0 --state /var/lib/edgecl --new-user
+      the watch changed hands: restart the per-user embedding statistics from the
+      pre-training prior (everything learned from labels is kept)
 
 Wire protocol (one JSON object per line): {"x": [..]} a raw row or feature
 vector, {"x": [..], "y": 3} labelled, {"label": 3, "seq": 1042} a delayed label
-for prediction seq, {"cmd": "stats"|"checkpoint"} with --control. Out, one line
+for prediction seq, {"cmd": "stats"|"checkpoint"|"reset-user"} with --control. Out, one line
 per window: {"seq": 1042, "pred": 2, "p": 0.91, "us": 180}, and {"stats": {...}}
 lines. Bad input is counted per reason in the stats, never fatal. SIGTERM/SIGINT:
 final checkpoint and exit 0; SIGHUP: a stats line.
@@ -61,6 +64,11 @@ def add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
         "bundle_public_key, else $EDGECL_BUNDLE_PUBKEY)",
     )
     m.add_argument("--no-learn", action="store_true", help="predict only (a frozen head)")
+    m.add_argument(
+        "--new-user",
+        action="store_true",
+        help="start a new user: reset the per-user embedding statistics (labels learned stay)",
+    )
     m.add_argument("--label-rule", choices=["majority", "last"], help="row labels → window")
     m.add_argument("--pending", type=int, metavar="N", help="windows kept for delayed labels")
     m.add_argument("--head", choices=["ncm", "slda", "softmax"], help="new learner only")
@@ -132,6 +140,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         },
         public_key=args.bundle_pubkey,
     )
+    if args.new_user:
+        daemon.reset_user()
+        print("edgecl run: new user: per-user statistics restart from the prior", file=sys.stderr)
     if state is None:
         print("edgecl run: no --state: learning is not checkpointed", file=sys.stderr)
     return daemon.run()

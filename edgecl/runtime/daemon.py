@@ -3,7 +3,13 @@
 One plain call chain per message, no queues or threads (DESIGN §1)::
 
     source.read() → Parser.feed() → StreamWindower.push() → extractor.embed()
-        → learner.predict_proba_one() → {"seq","pred","p","us"} line → (label?) learn_one()
+        → learner.predict_proba_one() → {"seq","pred","p","us"} line
+        → learner.observe_one() → (label?) learn_one()
+
+Every window the device embeds, labelled or not, updates the current user's
+embedding statistics (``observe_one``, after the prediction went out; a no-op
+unless the learner standardises per user); ``{"cmd": "reset-user"}`` starts a
+new user (the labels learned so far stay) and checkpoints at once.
 
 Three modes: a sensor bundle (raw rows are windowed with the bundle's
 length/hop/channels), a bundle without a window spec (each ``x`` is one model
@@ -158,7 +164,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.source, self.sink = source, sink
         self.seq = 0  # feature mode's counter (the windower keeps its own)
-        self._dirty = 0  # labels learned since the last checkpoint
+        self._dirty = 0  # labels learned (and windows observed) since the last checkpoint
         self._since_try = 0  # labels learned since the last checkpoint attempt
         self._last_ckpt = self._last_stats = time.monotonic()
         self._stop = threading.Event()
@@ -269,8 +275,18 @@ class Daemon:
             self.stats.commands += 1
             if msg.cmd == "stats":
                 self._write_stats()
+            elif msg.cmd == "reset-user":
+                self.reset_user()
             else:
                 self.checkpoint()
+
+    def reset_user(self) -> None:
+        """Start a new user now (see :meth:`StreamingLearner.reset_user`) and checkpoint,
+        so a restart cannot bring the previous user's statistics back."""
+        self.learner.reset_user()
+        self.stats.user_resets += 1
+        self._dirty += 1
+        self.checkpoint()
 
     def _sample(self, msg: Sample) -> None:
         t0 = time.perf_counter()
@@ -306,6 +322,9 @@ class Daemon:
         self.stats.latency(us)
         self.stats.windows += 1
         self.memory.put(seq, emb)
+        if self.config.learn and self.learner.user is not None:
+            self.learner.observe_one(emb)  # finite: the prediction above validated it
+            self._dirty += 1
         if y >= 0:
             self.memory.take(seq)  # labelled now: a delayed label for it is a duplicate
             self.stats.labels += 1
@@ -358,6 +377,7 @@ class Daemon:
         return self.stats.snapshot(
             state_bytes=rep["state_bytes"],
             n_learned=rep["n_learned"],
+            user_windows=rep["user_windows"],
             reconnects=max(0, (src.connects if src else 0) - 1),
             dropped_out=self.sink.dropped if self.sink else 0,
         )

@@ -12,7 +12,8 @@ Formats (``ProtocolConfig.format``):
 * ``ndjson`` (default) — one JSON object per line: ``{"x": [..]}`` (a raw sensor
   row or a feature vector), ``{"x": [..], "y": 3}`` (labelled),
   ``{"label": 3, "seq": 1042}`` (delayed label for window ``seq``),
-  ``{"cmd": "stats" | "checkpoint"}`` (only with ``control=True``). Other keys
+  ``{"cmd": "stats" | "checkpoint" | "reset-user"}`` (only with ``control=True``;
+  ``reset-user`` starts a new user: see :meth:`StreamingLearner.reset_user`). Other keys
   (a timestamp, say) are ignored; ``"y": null`` means unlabelled. Blank lines
   are skipped; ``\\r\\n`` endings are accepted.
 * ``csv`` — ``v1,...,vD`` or ``v1,...,vD,y`` (the label as an extra last column,
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 FORMATS = ("ndjson", "csv", "framed")
-COMMANDS = ("stats", "checkpoint")
+COMMANDS = ("stats", "checkpoint", "reset-user")
 # Every reason a message can be skipped for; the daemon adds unknown_seq,
 # duplicate_seq and truncated (a partial line cut off by a disconnect).
 REJECT_REASONS = (

@@ -56,6 +56,8 @@ class Stats:
         Checkpoints written by this process.
     checkpoint_errors : int
         Checkpoint writes that failed (disk full, I/O error); the old one is kept.
+    user_resets : int
+        ``reset-user`` commands carried out (a new user started).
     rejects : Counter
         Skipped messages by reason.
     """
@@ -68,6 +70,7 @@ class Stats:
         self.checkpoints = 0
         self.checkpoint_errors = 0
         self.commands = 0
+        self.user_resets = 0
         self.rejects: Counter[str] = Counter()
         self._lat = np.zeros(window, dtype=np.float64)
         self._n_lat = 0
@@ -102,6 +105,7 @@ class Stats:
             "state_bytes": None,
             "checkpoints": self.checkpoints,
             "checkpoint_errors": self.checkpoint_errors,
+            "user_resets": self.user_resets,
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
         out.update(extra)
