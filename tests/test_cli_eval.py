@@ -112,6 +112,9 @@ def test_default_budget_grows_for_wide_data(capsys, tmp_path):
     out = run_json(capsys, "--data", str(p), "--head", "slda")
     # SLDA on 1600 pixels needs more than the 8 MB default; the default grows instead.
     assert out["memory"]["budget_bytes"] > 8_000_000
+    assert out["memory"]["buffer_capacity"] == 0  # SLDA keeps statistics only, no buffer
+    out = run_json(capsys, "--data", str(p), "--head", "softmax")
+    # The softmax head replays: the default makes room for its buffer slots too.
     assert out["memory"]["buffer_capacity"] >= 1000
 
 

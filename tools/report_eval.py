@@ -10,6 +10,10 @@ same code as ``edgecl eval``. Each row is one learner configuration:
     softmax+replay+ewc     the same, EWC++-regularised (running Fisher, task-free anchors)
     softmax+ewc            EWC++ alone, no replay
 
+The prequential column stands beside its baselines on the same sample order
+(majority so far / repeat the previous label / the learner before the stream):
+prequential accuracy means nothing on an autocorrelated stream without them.
+
 On MNIST the offline batch LDA on the same pixels (same shrinkage, all 60k
 training images at once) is printed beside SLDA: streaming must match it.
 
@@ -72,6 +76,7 @@ def run(name: str, stream, extra: dict, budget: int, seed: int) -> dict:
 
 def table(rows: list[dict], holdout: bool) -> str:
     head = "| learner | final avg acc | BWT | forgetting | prequential | "
+    head += "baselines maj. / repeat / frozen | "
     head += "held-out subj. | " if holdout else ""
     head += "learn µs p50/p99 | predict µs p50/p99 | state bytes |"
     lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
@@ -82,6 +87,7 @@ def table(rows: list[dict], holdout: bool) -> str:
             f"{r['bwt']:+.4f}",
             f"{r['forgetting']:.4f}",
             f"{r['prequential_accuracy']:.4f}",
+            " / ".join(_cell(r["baselines"][k]) for k in ("majority", "repeat_last", "frozen")),
         ]
         if holdout:
             cells.append(f"{r['holdout_accuracy'][-1]:.4f}" if r["holdout_accuracy"] else "–")
@@ -92,6 +98,10 @@ def table(rows: list[dict], holdout: bool) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(v: float | None) -> str:
+    return "–" if v is None else f"{v:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,14 +24,28 @@ examples:
   edgecl eval --data ../shared/data/mnist.npz --scenario class-il --head ncm --limit 2000 \\
       --json out.json --plot out.png
   edgecl eval --scenario class-il --head softmax --head-option weight_decay=1e-4 --json -
+  edgecl eval --scenario new-user --bundle default --test-subjects 6 7 --json out.json
+      calibrate the shipped bundle on each held-out user's first recording per class,
+      test on the user's other recordings with learning off
+  edgecl eval --scenario new-class --bundle B --reference-bundle R --shots 1 5 20
+      teach B the classes it was pre-trained without; R (pre-trained on all) beside it
+  edgecl eval --scenario new-class --bundle default --new-classes 5 6
+      treat TRAP and ROW as new (--new-classes overrides the manifest, even for
+      classes the head already knows)
 
 Scenarios: class-il (classes split into tasks, predict over all), task-il (same
 tasks, predict within the task's classes), domain-il (pixel permutations for
 images, subjects for IMU), task-free (class-il with blurred task boundaries).
+Every prequential accuracy is printed beside its baselines: majority (most
+frequent label so far), repeat_last (previous label) and frozen (the learner
+before the stream). new-user and new-class need --bundle and IMU data with
+subjects and recordings; they measure adaptation on held-out recordings.
 """
 
 
 def add_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from edgecl.eval.adapt import ADAPT_SCENARIOS
+    from edgecl.eval.new_class import DEFAULT_SHOTS
     from edgecl.eval.streams import DEFAULT_BLUR, SCENARIOS
     from edgecl.learner import HEADS
 
@@ -45,7 +59,12 @@ def add_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", metavar="D.npz", help="dataset (default: the embedded watch_imu.npz)")
-    p.add_argument("--scenario", choices=SCENARIOS, default="class-il", help="default: class-il")
+    p.add_argument(
+        "--scenario",
+        choices=SCENARIOS + ADAPT_SCENARIOS,
+        default="class-il",
+        help="default: class-il",
+    )
     p.add_argument(
         "--bundle",
         metavar="B",
@@ -59,7 +78,7 @@ def add_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         type=int,
         metavar="N",
         help=f"learner memory budget (default: {DEFAULT_BUDGET_BYTES:,}, or the head plus "
-        f"{DEFAULT_BUFFER_ITEMS} buffer slots if more)",
+        f"{DEFAULT_BUFFER_ITEMS} softmax buffer slots if more)",
     )
     g.add_argument("--replay-k", type=int, metavar="N", help="replayed samples per softmax step")
     g.add_argument("--ewc-lambda", type=float, metavar="F", help="EWC strength (softmax head)")
@@ -81,7 +100,9 @@ def add_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         type=int,
         nargs="*",
         metavar="ID",
-        help="IMU: subjects held out of training (default: last quarter; no ids: none)",
+        help="IMU: subjects held out of training (default: last quarter; no ids: none); "
+        "new-user/new-class: the users to adapt to (default: the bundle's held-out subjects "
+        "if the file has them, else every subject in the file)",
     )
     s.add_argument("--window", type=int, metavar="ROWS", help="IMU window (default: 2 s of rows)")
     s.add_argument("--hop", type=int, metavar="ROWS", help="IMU window step (default: window/2)")
@@ -94,6 +115,35 @@ def add_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     s.add_argument("--limit", type=int, metavar="N", help="at most N training samples per task")
     s.add_argument("--seed", type=int, default=0, help="seeds the stream and the learner")
+    a = p.add_argument_group("adaptation (new-user, new-class)")
+    a.add_argument(
+        "--calibration",
+        type=int,
+        default=1,
+        metavar="K",
+        help="new-user: calibration recordings per class (default 1)",
+    )
+    a.add_argument(
+        "--shots",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SHOTS),
+        metavar="K",
+        help="new-class: windows per new class to learn from "
+        f"(default {' '.join(map(str, DEFAULT_SHOTS))})",
+    )
+    a.add_argument(
+        "--reference-bundle",
+        metavar="R",
+        help="new-class: a bundle pre-trained on every class, scored beside",
+    )
+    a.add_argument(
+        "--new-classes",
+        nargs="+",
+        metavar="C",
+        help="new-class: class names or ids to treat as new (default: the bundle's "
+        "manifest excluded_classes; overrides it, even for classes the head knows)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT", help="write the result as JSON ('-' = stdout only)")
     o.add_argument("--plot", metavar="OUT.png", help="write accuracy plots (needs matplotlib)")
@@ -121,15 +171,13 @@ def _learner_config(args: argparse.Namespace, dim: int, n_classes: int) -> Any:
         raise UsageError(f"--head-option {clash[0]}: use the --{clash[0].replace('_', '-')} flag")
     fields.update(extra)
     if "budget_bytes" not in fields:
-        # Size the probe's buffer explicitly so the plan measures head + Fisher + slots.
+        # Size the probe's buffer explicitly so the plan measures head + Fisher + slots;
+        # only the softmax head owns a buffer.
         slots = fields.get("buffer_capacity")
+        if slots is None and fields["head"] == "softmax":
+            slots = DEFAULT_BUFFER_ITEMS
         probe = LearnerConfig(
-            dim=dim,
-            **{
-                **fields,
-                "budget_bytes": 1 << 40,
-                "buffer_capacity": DEFAULT_BUFFER_ITEMS if slots is None else slots,
-            },
+            dim=dim, **{**fields, "budget_bytes": 1 << 40, "buffer_capacity": slots}
         )
         fields["budget_bytes"] = max(DEFAULT_BUDGET_BYTES, plan_budget(probe)["state_bytes"])
     return LearnerConfig(dim=dim, **fields)
@@ -137,6 +185,10 @@ def _learner_config(args: argparse.Namespace, dim: int, n_classes: int) -> Any:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``edgecl eval``: build the stream, run it, print/write the results."""
+    from edgecl.eval.adapt import ADAPT_SCENARIOS
+
+    if args.scenario in ADAPT_SCENARIOS:
+        return _cmd_adapt(args)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ImportError("--plot needs matplotlib: pip install 'edgecl[plot]'")
     from edgecl.eval.datasets import load_dataset
@@ -187,6 +239,103 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    """``edgecl eval --scenario new-user|new-class``: adapt a bundle's learner, test held out."""
+    scenario = args.scenario
+    if args.bundle is None:
+        raise UsageError(f"--scenario {scenario} needs --bundle B ('default' = the shipped one)")
+    if args.plot:
+        raise UsageError(f"--plot draws the stream scenarios, not {scenario}")
+    if scenario != "new-class" and (args.reference_bundle or args.new_classes):
+        raise UsageError("--reference-bundle and --new-classes apply to --scenario new-class")
+    if args.calibration < 1:
+        raise UsageError(f"--calibration {args.calibration}: must be >= 1 recording per class")
+    if min(args.shots) < 1:
+        raise UsageError(f"--shots {min(args.shots)}: each must be >= 1 window")
+    from edgecl.errors import BundleError
+    from edgecl.eval.adapt import format_new_user, load_embedded, run_new_user, test_subjects_for
+    from edgecl.runtime.bundle import Bundle
+
+    def open_bundle(name: str) -> tuple[Any, Any]:
+        b = Bundle.load(None if name == "default" else name)
+        learner = b.initial_learner()
+        if learner is None:
+            raise BundleError(f"{b.path}: no initial learner (head.safetensors) to adapt")
+        return b, learner
+
+    bundle, initial = open_bundle(args.bundle)
+    window = args.window or (bundle.window.length if bundle.window else None)
+    hop = args.hop or (bundle.window.hop if bundle.window else None)
+    data = load_embedded(bundle, args.data, window=window, hop=hop)
+    subjects = test_subjects_for(data, args.test_subjects, bundle)
+    progress = not args.no_progress
+    # Skipped users are listed in the printed summary; stderr only when there is none.
+    note = None if args.json == "-" else (lambda line: None)
+    if scenario == "new-user":
+        report = run_new_user(
+            data,
+            initial,
+            subjects=subjects,
+            calibration=args.calibration,
+            bundle=args.bundle,
+            progress=progress,
+            note=note,
+        )
+        text = format_new_user(report)
+    else:
+        from edgecl.eval.new_class import (
+            excluded_classes,
+            format_new_class,
+            resolve_classes,
+            run_new_class,
+        )
+
+        if args.new_classes:
+            new = resolve_classes(args.new_classes, data.class_names)
+        else:
+            new = excluded_classes(bundle)
+        if not new:
+            raise UsageError(
+                f"bundle {args.bundle} records no excluded_classes; name them with --new-classes"
+            )
+        reference = None
+        if args.reference_bundle:
+            ref_bundle, ref_learner = open_bundle(args.reference_bundle)
+            if ref_bundle.input_shape != bundle.input_shape:
+                raise BundleError(
+                    f"the reference bundle takes inputs {ref_bundle.input_shape}, the bundle "
+                    f"{bundle.input_shape}: both must window the data alike"
+                )
+            ref_data = load_embedded(ref_bundle, args.data, window=window, hop=hop)
+            reference = (ref_data, ref_learner)
+        report = run_new_class(
+            data,
+            initial,
+            new_classes=new,
+            subjects=subjects,
+            shots=args.shots,
+            reference=reference,
+            bundle=args.bundle,
+            reference_bundle=args.reference_bundle,
+            progress=progress,
+            note=note,
+        )
+        text = format_new_class(report)
+    if args.json:
+        _write_json(report, args.json)
+    if args.json != "-":
+        print(text)
+    return 0
+
+
+# What each prequential baseline predicts, for the summary.
+_BASELINE_HELP = {
+    "majority": "the most frequent label so far",
+    "repeat_last": "the previous sample's label",
+    "frozen": "the learner as it was before the stream",
+}
+
+
 def _eval_summary(result: Any) -> str:
     """A readable table: accuracy matrix, held-out accuracy, metrics, time and memory."""
     r = result.to_json()
@@ -217,6 +366,10 @@ def _eval_summary(result: Any) -> str:
         f"{'fwt':<22}{fmt(r['fwt'], signed=True)}",
         f"{'forgetting':<22}{fmt(r['forgetting'])}",
         f"{'prequential_accuracy':<22}{fmt(r['prequential_accuracy'])}",
+        *(
+            f"  {k:<20}{fmt(v)}   baseline: {_BASELINE_HELP.get(k, k)}"
+            for k, v in r["baselines"].items()
+        ),
         f"{'learn_us':<22}p50 {_fmt_us(r['learn_us']['p50'])}  p99 {_fmt_us(r['learn_us']['p99'])}",
         f"{'predict_us':<22}p50 {_fmt_us(r['predict_us']['p50'])}  "
         f"p99 {_fmt_us(r['predict_us']['p99'])}",

@@ -17,6 +17,13 @@ learner predicts nothing, so 0). With ``T`` tasks:
 A metric over an empty set (a single task) is ``nan``; the runner writes it as
 JSON ``null``.
 
+Prequential baselines. A recording-ordered stream is strongly autocorrelated:
+neighbouring windows almost always share a label, so "say the last label
+again" scores far above chance without learning anything. Every prequential
+figure is therefore reported beside :func:`prequential_majority` (the most
+frequent label so far) and :func:`prequential_repeat_last` (the previous
+label), both computed on the very same label order.
+
 >>> import numpy as np
 >>> R = np.array([[0.9, 0.1], [0.6, 0.8]])
 >>> avg_accuracy(R), bwt(R), fwt(R, np.zeros(2)), forgetting(R)
@@ -29,7 +36,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["avg_accuracy", "bwt", "forgetting", "fwt", "percentiles"]
+__all__ = [
+    "avg_accuracy",
+    "bwt",
+    "forgetting",
+    "fwt",
+    "percentiles",
+    "prequential_majority",
+    "prequential_repeat_last",
+]
 
 
 def _matrix(R: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
@@ -117,3 +132,37 @@ def percentiles(values: Sequence[float] | np.ndarray, qs: Sequence[int] = (50, 9
         return {f"p{q}": float("nan") for q in qs}
     out = np.percentile(v, list(qs))
     return {f"p{q}": round(float(p), 6) for q, p in zip(qs, out, strict=True)}
+
+
+def prequential_majority(y: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Per-sample outcome of predicting, before each label, the most frequent label so far.
+
+    Ties go to the smallest label; before any label the prediction is wrong.
+
+    >>> prequential_majority([2, 2, 1, 1, 1, 2]).tolist()
+    [False, True, False, False, True, False]
+    """
+    labels = np.asarray(y, dtype=np.int64).ravel()
+    out = np.zeros(labels.size, dtype=bool)
+    counts: dict[int, int] = {}
+    best = None
+    for k, label in enumerate(labels.tolist()):
+        out[k] = label == best
+        c = counts.get(label, 0) + 1
+        counts[label] = c
+        # Only the label just counted can overtake the leader.
+        if best is None or c > counts[best] or (c == counts[best] and label < best):
+            best = label
+    return out
+
+
+def prequential_repeat_last(y: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Per-sample outcome of predicting the previous sample's label (the first is wrong).
+
+    >>> prequential_repeat_last([3, 3, 1, 1, 3]).tolist()
+    [False, True, False, True, False]
+    """
+    labels = np.asarray(y, dtype=np.int64).ravel()
+    out = np.zeros(labels.size, dtype=bool)
+    out[1:] = labels[1:] == labels[:-1]
+    return out

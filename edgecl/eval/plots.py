@@ -38,7 +38,8 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
 def plot_result(
     result: EvalResult, path: str | os.PathLike[str], *, window: int | None = None
 ) -> Path:
-    """Write a PNG: annotated accuracy-matrix heatmap + prequential accuracy curve.
+    """Write a PNG: annotated accuracy-matrix heatmap + prequential accuracy curve (with
+    its baselines as dotted curves).
 
     Parameters
     ----------
@@ -98,6 +99,10 @@ def plot_result(
     if n:
         curve = running_mean(result.correct.astype(np.float64), w)
         ax_c.plot(np.arange(1, n + 1), curve, lw=1.2, label=f"prequential (mean of last {w})")
+        # The baselines on the same order: on an autocorrelated stream repeat_last is high.
+        for name, hits in result.baseline_correct.items():
+            base = running_mean(hits.astype(np.float64), w)
+            ax_c.plot(np.arange(1, n + 1), base, lw=0.8, ls=":", label=f"baseline {name}")
     for b in result.boundaries[:-1]:
         ax_c.axvline(int(b), color="grey", ls="--", lw=0.8)
     if result.holdout_accuracy:

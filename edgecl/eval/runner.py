@@ -12,6 +12,17 @@ Task-IL restricts every prediction (prequential and test) to the current
 task's labels (:func:`masked_predict`); the timed predict call is then that
 masked prediction of one sample.
 
+Each sample goes through the daemon's order: predict, ``observe_one`` (the
+learner's unsupervised per-user statistics), ``learn_one``; ``learn_us`` times
+observe and learn together, the device's whole per-sample update.
+
+Baselines. A stream ordered by recording is strongly autocorrelated, so the
+prequential accuracy alone says little; it is always reported beside three
+baselines scored on the very same sample order (``baselines`` in the JSON):
+``majority`` (the most frequent label so far), ``repeat_last`` (the previous
+sample's label) and ``frozen`` (the learner as it was before the stream,
+predicting every training sample without learning: 0 for a fresh learner).
+
 >>> from edgecl import LearnerConfig
 >>> from edgecl.eval.datasets import load_dataset
 >>> from edgecl.eval.streams import build_stream
@@ -21,16 +32,19 @@ masked prediction of one sample.
 >>> res.accuracy_matrix.shape, res.n_train
 ((4, 4), 40)
 >>> sorted(res.to_json())[:4]
-['accuracy_matrix', 'avg_accuracy', 'baseline_accuracy', 'bwt']
+['accuracy_matrix', 'avg_accuracy', 'baseline_accuracy', 'baselines']
+>>> res.prequential_baselines['frozen']
+0.0
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,10 +55,14 @@ from edgecl.eval import metrics
 from edgecl.eval.streams import Stream
 from edgecl.learner import LearnerConfig, StreamingLearner
 
-__all__ = ["EvalResult", "accuracy", "masked_predict", "run_stream"]
+__all__ = ["BASELINES", "EvalResult", "accuracy", "masked_predict", "run_stream"]
 
 # Progress-bar refresh granularity; keeps tqdm's bookkeeping out of the hot loop.
 _TICK = 64
+# Rows per predict_many call of the frozen baseline: bounds the copy of permuted pixels.
+_CHUNK = 8192
+#: The prequential baselines, in the order they are printed.
+BASELINES = ("majority", "repeat_last", "frozen")
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +92,9 @@ class EvalResult:
     holdout_name : str or None
     config : dict or None
         The learner's configuration.
+    baseline_correct : dict of str to ndarray
+        Per-sample outcome of each prequential baseline (:data:`BASELINES`) on
+        the same sample order as ``correct``.
     """
 
     scenario: str
@@ -91,6 +112,7 @@ class EvalResult:
     holdout_accuracy: list[float] | None = None
     holdout_name: str | None = None
     config: dict[str, Any] | None = None
+    baseline_correct: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_train(self) -> int:
@@ -118,6 +140,13 @@ class EvalResult:
         """Share of training samples predicted right before being learned."""
         return float(self.correct.mean()) if self.correct.size else float("nan")
 
+    @property
+    def prequential_baselines(self) -> dict[str, float]:
+        """Accuracy of each baseline on the prequential sample order (``nan`` if empty)."""
+        return {
+            k: float(v.mean()) if v.size else float("nan") for k, v in self.baseline_correct.items()
+        }
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: the DESIGN §6 eval keys first, then extras.
 
@@ -130,6 +159,7 @@ class EvalResult:
             "fwt": _num(self.fwt),
             "forgetting": _num(self.forgetting),
             "prequential_accuracy": _num(self.prequential_accuracy),
+            "baselines": {k: _num(v) for k, v in self.prequential_baselines.items()},
             "learn_us": _us(self.learn_ns),
             "predict_us": _us(self.predict_ns),
             "state_bytes": int(self.memory.get("state_bytes", 0)),
@@ -188,7 +218,7 @@ def masked_predict(learner: StreamingLearner, x: np.ndarray, mask: Sequence[int]
     labels = labels[np.isin(labels, learner.classes_)]
     if labels.size == 0:
         return np.full(X.shape[0], -1, dtype=np.int64)
-    scores = learner.head.scores(X)[:, labels]
+    scores = learner.scores(X)[:, labels]  # after the learner's standardisation
     return labels[np.argmax(scores, axis=1)]  # ties go to the smaller label, like argmax
 
 
@@ -214,6 +244,7 @@ def run_stream(
     Returns
     -------
     EvalResult
+        With ``baseline_correct`` for :data:`BASELINES`.
     """
     t_start = time.perf_counter()
     if isinstance(config_or_learner, LearnerConfig):
@@ -234,6 +265,7 @@ def run_stream(
 
     tasks = stream.tasks
     n_tasks = len(tasks)
+    frozen = copy.deepcopy(learner)  # the learner before the stream, for the frozen baseline
     tests = [t.test_set() for t in tasks]  # materialised once: permutations cost a copy
 
     def score_all() -> list[float]:
@@ -271,6 +303,7 @@ def run_stream(
             else:
                 pred = int(masked_predict(learner, x, mask)[0])
             t1 = clock()
+            learner.observe_one(x)  # the daemon's order: predict, observe, learn
             learner.learn_one(x, y)
             t2 = clock()
             correct[k] = pred == y
@@ -286,6 +319,12 @@ def run_stream(
                 bar.update(_TICK)
         bar.update(n % _TICK)
 
+    y_order = np.array([tasks[t].y_train[i] for t, i in stream.schedule.tolist()], dtype=np.int64)
+    baselines = {
+        "majority": metrics.prequential_majority(y_order),
+        "repeat_last": metrics.prequential_repeat_last(y_order),
+        "frozen": _frozen_predictions(frozen, stream) == y_order,
+    }
     return EvalResult(
         scenario=stream.scenario,
         dataset=stream.dataset,
@@ -302,4 +341,27 @@ def run_stream(
         holdout_accuracy=holdout,
         holdout_name=stream.holdout_name,
         config=cfg.to_dict(),
+        baseline_correct=baselines,
     )
+
+
+def _frozen_predictions(learner: StreamingLearner, stream: Stream) -> np.ndarray:
+    """Predictions of ``learner`` (never updated) for every training sample, in arrival order.
+
+    Batched per task (the task-IL mask is per task) in chunks of :data:`_CHUNK`
+    rows: the same predictions as one ``predict_many`` call over all the
+    stream's samples, without materialising a permuted copy of all of them.
+    """
+    per_task = []
+    for task in stream.tasks:
+        pred = np.empty(task.n_train, dtype=np.int64)
+        for lo in range(0, task.n_train, _CHUNK):
+            x = task.x_train[lo : lo + _CHUNK]
+            if task.permutation is not None:
+                x = x[:, task.permutation]
+            if task.mask is None:
+                pred[lo : lo + _CHUNK] = learner.predict_many(x)
+            else:
+                pred[lo : lo + _CHUNK] = masked_predict(learner, x, task.mask)
+        per_task.append(pred)
+    return np.array([per_task[t][i] for t, i in stream.schedule.tolist()], dtype=np.int64)
