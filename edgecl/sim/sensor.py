@@ -129,14 +129,36 @@ class SensorSimulator:
     ----------
     window_labels : list of int
         True label of every window of the current connection, by ``seq``.
+    window_taught : list of bool
+        Whether each window's label was (or will be) sent, by ``seq``.
     injected : Counter
         Faults inserted so far, by the daemon's reject reason.
+
+    ``teach`` (one bool per row, default all True): a window's label is sent
+    only when its last row is True — e.g. only a new user's calibration
+    recordings are labelled and the rest stay held out. ``extra`` maps a row
+    index to bytes sent just before that row (a control command such as
+    ``{"cmd": "reset-user"}`` where the wearer changes).
     """
 
-    def __init__(self, rows: np.ndarray, labels: np.ndarray, config: SimConfig | None = None):
+    def __init__(
+        self,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        config: SimConfig | None = None,
+        *,
+        teach: np.ndarray | None = None,
+        extra: dict[int, bytes] | None = None,
+    ):
         self.config = cfg = config or SimConfig()
         self.rows = np.asarray(rows, dtype=np.float32)
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.teach = (
+            np.ones(len(self.labels), dtype=bool) if teach is None else np.asarray(teach, bool)
+        )
+        if self.teach.shape != self.labels.shape:
+            raise ConfigError(f"teach has shape {self.teach.shape}; need {self.labels.shape}")
+        self.extra = dict(extra or {})
         self._rng = np.random.default_rng(cfg.seed)
         self.injected: Counter[str] = Counter()
         self.sent_rows = 0
@@ -157,6 +179,7 @@ class SensorSimulator:
             label=cfg.label_rule,
         )
         self.window_labels: list[int] = []
+        self.window_taught: list[bool] = []
         self._due: deque[tuple[int, int]] = deque()  # (window seq, label) awaiting delivery
         self._row_block_labelled = True
         self.connections += 1
@@ -178,6 +201,8 @@ class SensorSimulator:
             for kind in FAULTS
             if getattr(cfg, kind) and rng.random() < getattr(cfg, kind)
         ]
+        if i in self.extra:
+            out.append(self.extra[i])
         x, y = self.rows[i], int(self.labels[i])
         if cfg.labels == "rows":
             if (self._win.rows % cfg.hop) == 0:
@@ -192,8 +217,12 @@ class SensorSimulator:
             true = self._win.window_label() if cfg.labels != "rows" else self._true_label()
             self.window_labels.append(true)
             self.sent_windows += 1
+            taught = False
             if cfg.labels == "delayed" and true >= 0 and rng.random() >= cfg.unlabelled:
-                self._due.append((seq, true))
+                taught = bool(self.teach[i])
+                if taught:
+                    self._due.append((seq, true))
+            self.window_taught.append(taught)
             while self._due and self._due[0][0] + cfg.label_delay <= seq:
                 out.append(self._label(*self._due.popleft()))
         return b"".join(out)
