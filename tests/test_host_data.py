@@ -51,6 +51,20 @@ def test_imu_rows_are_windowed_normalised_per_channel_and_subjects_held_out(tmp_
     np.testing.assert_allclose(normalise(w.x[w.subject == 3], d.normalisation), d.x_test, atol=1e-5)
 
 
+def test_imu_windows_carry_their_subjects_through_the_split_and_limit(tmp_path):
+    path = write_imu_npz(tmp_path / "imu.npz")
+    d = load_training_data(path, window=16, hop=8, test_subjects=[3])
+    raw = np.load(path)
+    w = windows_by_segment(raw["x"], raw["y"], raw["recording"], 16, 8, subjects=raw["subject"])
+    np.testing.assert_array_equal(d.subject_train, w.subject[w.subject != 3])
+    np.testing.assert_array_equal(d.subject_test, w.subject[w.subject == 3])
+    assert d.subject_train.dtype == np.int64 and d.excluded_classes == ()
+    small = load_training_data(path, window=16, hop=8, test_subjects=[3], limit=5, seed=1)
+    keep = np.sort(np.random.default_rng(1).permutation(len(d.y_train))[:5])
+    np.testing.assert_array_equal(small.subject_train, d.subject_train[keep])
+    np.testing.assert_array_equal(small.y_train, d.y_train[keep])
+
+
 def test_imu_default_hold_out_and_recording_hold_out(tmp_path):
     path = write_imu_npz(tmp_path / "imu.npz")
     assert load_training_data(path, window=16).test_subjects == [3]  # last quarter of 1..3

@@ -17,6 +17,12 @@ Usage::
     python tools/build_bundle.py                   # rebuild edgecl/bundles/default (make bundle)
     python tools/build_bundle.py --check           # rebuild into a temp dir, compare sha256s
     python tools/build_bundle.py --out DIR --checkpoint CKPT
+    python tools/build_bundle.py --out build/bundles/no-trap-row --exclude-classes TRAP ROW
+        # the class-incremental bundle: pre-trained (and its head fitted) without
+        # TRAP and ROW, which a device then learns from a few labels
+
+``--exclude-classes`` adds the same flag to the pretrain step (the export reads
+the exclusion from the checkpoint); without it the recipe is the one above.
 """
 
 from __future__ import annotations
@@ -52,16 +58,20 @@ PRETRAIN = [
 ]  # fmt: skip
 
 
-def build(out: Path, checkpoint: Path) -> int:
-    """Pre-train and export into ``out``; returns the exit code of the first failing step."""
+def build(out: Path, checkpoint: Path, exclude: list[str] | None = None) -> int:
+    """Pre-train and export into ``out``; returns the exit code of the first failing step.
+
+    ``exclude``: classes (names or ids) to pre-train without (``--exclude-classes``).
+    """
     import torch
 
     from edgecl.cli import main
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+    excluding = ["--exclude-classes", *exclude] if exclude else []
     steps = [
-        [*PRETRAIN, "--out", str(checkpoint)],
+        [*PRETRAIN, *excluding, "--out", str(checkpoint)],
         ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--force"],
     ]
     for argv in steps:
@@ -82,11 +92,11 @@ def digests(path: Path) -> dict[str, str]:
     return {p.name: file_sha256(p) for p in sorted(path.iterdir()) if p.is_file()}
 
 
-def check(reference: Path) -> int:
+def check(reference: Path, exclude: list[str] | None = None) -> int:
     """Rebuild into a temporary directory and compare every file's sha256 with ``reference``."""
     with tempfile.TemporaryDirectory(prefix="edgecl-bundle-") as tmp:
         out = Path(tmp) / "bundle"
-        rc = build(out, Path(tmp) / "checkpoint.safetensors")
+        rc = build(out, Path(tmp) / "checkpoint.safetensors", exclude)
         if rc != 0:
             return rc
         want, got = digests(reference), digests(out)
@@ -106,13 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--check", action="store_true", help="rebuild into a temp dir and compare with --out"
     )
+    p.add_argument(
+        "--exclude-classes",
+        nargs="+",
+        metavar="NAME",
+        help="pre-train without these classes (names or ids), e.g. TRAP ROW (default: none)",
+    )
     args = p.parse_args(argv)
     if args.check:
-        return check(args.out)
+        return check(args.out, args.exclude_classes)
     if args.checkpoint is not None:
-        return build(args.out, args.checkpoint)
+        return build(args.out, args.checkpoint, args.exclude_classes)
     with tempfile.TemporaryDirectory(prefix="edgecl-ckpt-") as tmp:
-        return build(args.out, Path(tmp) / "checkpoint.safetensors")
+        return build(args.out, Path(tmp) / "checkpoint.safetensors", args.exclude_classes)
 
 
 if __name__ == "__main__":

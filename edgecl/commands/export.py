@@ -17,6 +17,12 @@ examples:
   edgecl export --checkpoint imu.safetensors --out my-bundle-int8 --quantize int8 --json -
   edgecl export --checkpoint mnist.safetensors --out mnist-bundle --data ../shared/data/mnist.npz
 
+With IMU data an slda/ncm head standardises embeddings per user: it is fitted on
+embeddings z-scored per pre-training subject, and a device starts from the
+average subject's statistics (--no-standardize: plain embeddings). Classes the
+checkpoint was pre-trained without (`edgecl pretrain --exclude-classes`) stay
+out of the head too, and the manifest lists them (excluded_classes).
+
 The bundle (model.onnx, manifest.json, head.safetensors) is what `edgecl run`
 and `edgecl bench` load with --bundle; every file is sha256-checked on load.
 With --sign-key the manifest is signed (manifest.sig); devices configured with
@@ -50,6 +56,11 @@ def add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         default="slda",
         help="initial learner fitted on the pre-training embeddings (default: slda)",
     )
+    p.add_argument(
+        "--no-standardize",
+        action="store_true",
+        help="fit the head on plain embeddings, not per-subject standardised ones",
+    )
     p.add_argument("--max-classes", type=int, metavar="N", help="device learner classes "
                    "(default: max(32, classes))")  # fmt: skip
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
@@ -81,6 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.force,
         sign_key=args.sign_key,
+        standardize=not args.no_standardize,
     )
     if args.json:
         _write_json(report.to_json(), args.json)

@@ -20,6 +20,10 @@ examples:
       MNIST then Fashion-MNIST, one shared 10-way head (domain-IL), EWC at λ=1e5
   edgecl pretrain --data ../shared/data/mnist.npz --split-classes 2 --strategy replay \\
       --scenario class-il --epochs 1
+  edgecl pretrain --exclude-classes TRAP ROW --test-subjects 6 7 --out no-trap-row.safetensors
+      pre-train without two classes (names or ids; labels keep their ids), for
+      on-device class-incremental learning of them later (`edgecl export` fits
+      the initial head without them too)
   torchrun --nproc-per-node 2 -m edgecl.cli pretrain --data D.npz --out m.safetensors
       data-parallel (DDP; NCCL on GPUs, gloo on CPUs)
 
@@ -60,6 +64,12 @@ def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         help="IMU subjects held out (default: last quarter, e.g. 6 7; no ids: 20%% of recordings)",
     )
     d.add_argument("--limit", type=int, metavar="N", help="at most N training samples per file")
+    d.add_argument(
+        "--exclude-classes",
+        nargs="+",
+        metavar="C",
+        help="drop these classes (names or ids) from training and test data; ids are kept",
+    )
     m = p.add_argument_group("model and training")
     m.add_argument(
         "--model", choices=_PRETRAIN_MODELS, help="default: imu-cnn for IMU data, mlp for images"
@@ -111,7 +121,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     """``edgecl pretrain``: lazily imports the torch side (edgecl.host.pretrain)."""
     if args.split_classes is not None and args.tasks:
         raise UsageError("--split-classes cuts one --data file; it does not combine with --tasks")
+    if args.exclude_classes and args.tasks:
+        raise UsageError(
+            "--exclude-classes drops classes of one --data file; it does not combine with --tasks"
+        )
     try:
+        from edgecl.host.data import ClassSelectionError
         from edgecl.host.pretrain import run
     except ImportError as exc:
         raise ImportError(
@@ -121,4 +136,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         from edgecl.eval.datasets import DEFAULT_DATA
 
         args.data = str(DEFAULT_DATA)
-    return run(args)
+    try:
+        return run(args)
+    except ClassSelectionError as exc:  # a class name the data does not have: usage, not failure
+        raise UsageError(str(exc)) from None

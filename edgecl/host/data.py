@@ -15,7 +15,14 @@ Two layouts (DESIGN §4, ``../shared/data/README.md``):
   mean and std of the training windows' rows. Subjects in ``test_subjects``
   (default: the last quarter of the ids, e.g. 6 and 7 of ``watch_imu.npz``) are
   held out as the test set; with ``test_subjects=[]`` a seeded 20 % of the
-  recordings is held out instead.
+  recordings is held out instead. The subject of every window is kept
+  (``subject_train``, ``subject_test``) for per-subject standardisation.
+
+``exclude_classes`` drops some classes from both splits before anything is
+computed from the data (normalisation, ``limit``), without renumbering the
+labels: a model pre-trained so has never seen them, and a device can later
+learn them from a few labels (class-incremental evaluation, DESIGN §10). The
+hold-out is chosen before the exclusion, so the test subjects stay the same.
 
 The normalisation is stored as ``{"mean": [...], "std": [...]}`` in the input's
 own units, one value per channel (last axis) or one scalar in a list, so the
@@ -52,11 +59,13 @@ from edgecl.runtime.windowing import windows_by_segment
 
 __all__ = [
     "SCENARIOS",
+    "ClassSelectionError",
     "Task",
     "TrainingData",
     "file_sha256",
     "load_training_data",
     "normalise",
+    "resolve_classes",
     "split_classes",
     "tasks_from_files",
 ]
@@ -87,6 +96,10 @@ class TrainingData:
         ``{"length", "hop", "channels", "rate_hz"}`` for IMU data.
     test_subjects : list of int or None
         IMU subjects held out as the test set.
+    subject_train, subject_test : ndarray or None
+        IMU: the subject of every training / test window (int64); None for images.
+    excluded_classes : tuple of int
+        Labels dropped from both splits (sorted; the other labels keep their ids).
     """
 
     name: str
@@ -101,10 +114,25 @@ class TrainingData:
     normalisation: dict[str, list[float]]
     window: dict[str, Any] | None
     test_subjects: list[int] | None
+    subject_train: np.ndarray | None = None
+    subject_test: np.ndarray | None = None
+    excluded_classes: tuple[int, ...] = ()
 
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def kept_classes(self) -> tuple[int, ...]:
+        """Every label id that is not excluded, in order."""
+        return tuple(c for c in range(self.n_classes) if c not in self.excluded_classes)
+
+
+class ClassSelectionError(ConfigError):
+    """An excluded class that names no class of the data, or an exclusion of every class.
+
+    A usage error: ``edgecl pretrain --exclude-classes`` reports it with exit code 2.
+    """
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +162,47 @@ def normalise(x: np.ndarray, normalisation: dict[str, Sequence[float]]) -> np.nd
     return ((np.asarray(x, dtype=np.float32) - mean) / std).astype(np.float32, copy=False)
 
 
+def resolve_classes(
+    classes: Sequence[int | str], class_names: Sequence[str], where: str = "the data"
+) -> tuple[int, ...]:
+    """Label ids of ``classes``, given as class names or integer ids; sorted, distinct.
+
+    A string is a class name first and an id second (``"3"`` is the class named
+    ``3``, else id 3).
+
+    >>> resolve_classes(["ROW", "TRAP", 5], ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW"))
+    (5, 6)
+    >>> resolve_classes(["TRAPS"], ("TRAP", "ROW"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgecl.host.data.ClassSelectionError: exclude_classes: 'TRAPS' is not a class ...: 0 TRAP, 1 ROW
+    """
+    names = [str(n) for n in class_names]
+    ids: set[int] = set()
+    for item in classes:
+        cid: int | None = None
+        if isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            cid = int(item)
+        elif str(item) in names:
+            cid = names.index(str(item))
+        else:
+            try:
+                cid = int(str(item))
+            except ValueError:
+                cid = None
+        if cid is None or not 0 <= cid < len(names):
+            valid = ", ".join(f"{i} {n}" for i, n in enumerate(names))
+            raise ClassSelectionError(
+                f"exclude_classes: {item!r} is not a class of {where}; its classes: {valid}"
+            )
+        ids.add(cid)
+    if ids and len(ids) >= len(names):
+        raise ClassSelectionError(
+            f"exclude_classes: excludes every class of {where} ({len(names)}); keep at least one"
+        )
+    return tuple(sorted(ids))
+
+
 def load_training_data(
     path: str | os.PathLike[str],
     *,
@@ -142,6 +211,7 @@ def load_training_data(
     test_subjects: Sequence[int] | None = None,
     limit: int | None = None,
     seed: int = 0,
+    exclude_classes: Sequence[int | str] = (),
 ) -> TrainingData:
     """Read an image or IMU ``.npz`` and return normalised training/test arrays.
 
@@ -158,35 +228,48 @@ def load_training_data(
         Keep at most ``limit`` training samples (a seeded random subset).
     seed : int
         Seeds ``limit`` and the recording hold-out.
+    exclude_classes : sequence of int or str
+        Classes (names or ids) whose samples are dropped from both splits;
+        the remaining labels keep their ids.
 
     Raises
     ------
     DataError
         Unreadable file, unknown layout, bad shapes or labels, empty split.
+    ClassSelectionError
+        ``exclude_classes`` names an unknown class or every class.
 
     >>> d = load_training_data(DEFAULT_IMU)
     >>> d.in_shape, d.test_subjects, d.window["length"], d.class_names[0]
     ((100, 6), [6, 7], 100, 'PEN')
+    >>> d.subject_test.shape == d.y_test.shape, sorted(set(d.subject_test.tolist()))
+    (True, [6, 7])
+    >>> e = load_training_data(DEFAULT_IMU, exclude_classes=["TRAP", "ROW"])
+    >>> e.excluded_classes, sorted(set(e.y_train.tolist()) | set(e.y_test.tolist()))
+    ((5, 6), [0, 1, 2, 3, 4])
     """
     p = Path(path)
     a = _read_npz(p)
     if all(k in a for k in _IMAGE_KEYS):
-        parts = _images(p, a)
+        parts = _images(p, a, exclude_classes)
     elif all(k in a for k in _WINDOW_KEYS) or all(k in a for k in _ROW_KEYS):
-        parts = _imu(p, a, window, hop, test_subjects, seed)
+        parts = _imu(p, a, window, hop, test_subjects, seed, exclude_classes)
     else:
         raise DataError(
             f"{p}: unrecognised layout (found {', '.join(sorted(a)) or 'nothing'}); expected "
             f"{', '.join(_IMAGE_KEYS)} (images) or {', '.join(_ROW_KEYS)} (IMU rows)"
         )
-    x_tr, y_tr, x_te, y_te, norm, win, held, names = parts
+    x_tr, y_tr, x_te, y_te, norm, win, held, names, s_tr, s_te, excluded = parts
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"limit = {limit}: must be >= 1")
         keep = np.sort(np.random.default_rng(seed).permutation(len(y_tr))[:limit])
         x_tr, y_tr = x_tr[keep], y_tr[keep]
+        s_tr = None if s_tr is None else s_tr[keep]
     if len(y_tr) == 0 or len(y_te) == 0:
-        raise DataError(f"{p}: the {'training' if len(y_tr) == 0 else 'test'} split is empty")
+        without = f" without classes {list(excluded)}" if excluded else ""
+        split = "training" if len(y_tr) == 0 else "test"
+        raise DataError(f"{p}: the {split} split is empty{without}")
     return TrainingData(
         name=p.stem,
         path=str(p),
@@ -200,25 +283,32 @@ def load_training_data(
         normalisation=norm,
         window=win,
         test_subjects=held,
+        subject_train=s_tr,
+        subject_test=s_te,
+        excluded_classes=excluded,
     )
 
 
-def _images(p: Path, a: dict[str, np.ndarray]) -> tuple:
+def _images(p: Path, a: dict[str, np.ndarray], exclude: Sequence[int | str]) -> tuple:
     x, x_te = _finite(p, "x_train", a["x_train"]), _finite(p, "x_test", a["x_test"])
     if x.ndim < 2 or x.shape[1:] != x_te.shape[1:]:
         raise DataError(f"{p}: x_train {x.shape} and x_test {x_te.shape} do not match")
     y = _labels(p, "y_train", a["y_train"], x.shape[0])
     y_te = _labels(p, "y_test", a["y_test"], x_te.shape[0])
     names = _class_names(p, a, np.concatenate([y, y_te]))
+    excluded = resolve_classes(exclude, names, p.name)
+    if excluded:
+        tr, te = ~np.isin(y, excluded), ~np.isin(y_te, excluded)
+        x, y, x_te, y_te = x[tr], y[tr], x_te[te], y_te[te]
     if x.dtype == np.uint8:
         norm = {"mean": [0.0], "std": [255.0]}
     else:
         std = float(x.std(dtype=np.float64))
         norm = {"mean": [float(x.mean(dtype=np.float64))], "std": [std if std > 1e-12 else 1.0]}
-    return x, y, x_te, y_te, norm, None, None, names
+    return x, y, x_te, y_te, norm, None, None, names, None, None, excluded
 
 
-def _imu(p, a, window, hop, test_subjects, seed) -> tuple:
+def _imu(p, a, window, hop, test_subjects, seed, exclude) -> tuple:
     rate = int(a["rate_hz"]) if "rate_hz" in a else None
     if "x_raw" in a:
         x = _finite(p, "x_raw", a["x_raw"])
@@ -252,6 +342,7 @@ def _imu(p, a, window, hop, test_subjects, seed) -> tuple:
     if len(y) == 0:
         raise DataError(f"{p}: no labelled window of {length} rows fits in any recording")
     names = _class_names(p, a, y)
+    excluded = resolve_classes(exclude, names, p.name)
     channels = [str(c) for c in np.asarray(a.get("channels", [])).ravel()]
     if len(channels) != x.shape[2]:
         channels = [f"ch{i}" for i in range(x.shape[2])]
@@ -269,7 +360,10 @@ def _imu(p, a, window, hop, test_subjects, seed) -> tuple:
         recs = np.unique(group)
         n_out = max(1, round(_RECORDING_HOLDOUT * recs.size))
         test = np.isin(group, np.random.default_rng(seed).permutation(recs)[:n_out])
-    x_tr = x[~test]
+    # The hold-out is chosen first, so excluding classes never changes who is held out.
+    kept = ~np.isin(y, excluded)
+    train, test = ~test & kept, test & kept
+    x_tr = x[train]
     rows = x_tr.reshape(-1, x.shape[2]).astype(np.float64)
     std = rows.std(axis=0) if len(rows) else np.ones(x.shape[2])
     norm = {
@@ -277,15 +371,16 @@ def _imu(p, a, window, hop, test_subjects, seed) -> tuple:
         "std": [float(v) if v > 1e-12 else 1.0 for v in std],
     }
     win = {"length": int(length), "hop": int(hop), "channels": channels, "rate_hz": rate}
-    return x_tr, y[~test], x[test], y[test], norm, win, held, names
+    parts = (x_tr, y[train], x[test], y[test], norm, win, held, names)
+    return (*parts, subject[train], subject[test], excluded)
 
 
 def split_classes(data: TrainingData, classes_per_task: int, scenario: str) -> list[Task]:
     """Cut ``data`` into tasks of ``classes_per_task`` classes each, in label order.
 
-    The last task takes the remainder. Labels stay as they are for task-IL and
-    class-IL; for domain-IL they become the position within the task
-    (``label - first label of the task``), so every task shares one small head.
+    The last task takes the remainder; excluded classes are skipped. Labels
+    stay as they are for task-IL and class-IL; for domain-IL they become the
+    position within the task (0, 1, ...), so every task shares one small head.
 
     >>> d = TrainingData("t", "", "", np.zeros((6, 2), np.float32), np.arange(6),
     ...                  np.zeros((6, 2), np.float32), np.arange(6), (2,), tuple("abcdef"),
@@ -294,27 +389,32 @@ def split_classes(data: TrainingData, classes_per_task: int, scenario: str) -> l
     [('a-b-c-d', (0, 1, 2, 3), [0, 1, 2, 3]), ('e-f', (0, 1), [0, 1])]
     """
     _check_scenario(scenario)
+    kept = data.kept_classes
     k = int(classes_per_task)
-    if k < 1 or k >= data.n_classes:
+    if k < 1 or k >= len(kept):
+        without = f" ({len(data.excluded_classes)} excluded)" if data.excluded_classes else ""
         raise ConfigError(
-            f"split_classes = {classes_per_task}: must be in [1, {data.n_classes - 1}] "
-            f"for {data.n_classes} classes"
+            f"split_classes = {classes_per_task}: must be in [1, {len(kept) - 1}] "
+            f"for {len(kept)} classes{without}"
         )
     tasks = []
-    for start in range(0, data.n_classes, k):
-        group = list(range(start, min(start + k, data.n_classes)))
+    for start in range(0, len(kept), k):
+        group = list(kept[start : start + k])
         tr, te = np.isin(data.y_train, group), np.isin(data.y_test, group)
         if not tr.any() or not te.any():
             raise DataError(f"{data.name}: classes {group} have no training or test samples")
-        shift = start if scenario == "domain-il" else 0
+        # Domain-IL: a label becomes its position in the task's group.
+        relabel = np.arange(max(group) + 1)
+        if scenario == "domain-il":
+            relabel[group] = np.arange(len(group))
         tasks.append(
             Task(
                 name="-".join(data.class_names[c] for c in group),
                 x_train=data.x_train[tr],
-                y_train=data.y_train[tr] - shift,
+                y_train=relabel[data.y_train[tr]],
                 x_test=data.x_test[te],
-                y_test=data.y_test[te] - shift,
-                classes=tuple(c - shift for c in group),
+                y_test=relabel[data.y_test[te]],
+                classes=tuple(int(relabel[c]) for c in group),
             )
         )
     return tasks

@@ -18,8 +18,17 @@ Steps (each checked, each failure one readable error):
    the held-out accuracy change of the head are measured and recorded.
 6. Initial head: a :class:`~edgecl.learner.StreamingLearner` (SLDA by
    default) fitted with ``learn_many`` on the pre-training embeddings computed
-   by the exported model itself, so a device starts useful; its accuracy on the
-   held-out inputs is measured.
+   by the exported model itself, so a device starts useful. Classes the
+   checkpoint was pre-trained without (``provenance.excluded_classes``) are
+   left out here too, so the head has never seen them. With subjects (IMU
+   data) and an NCM/SLDA head the learner standardises per user
+   (``standardize``, AdaBN-style, see :mod:`edgecl.learner.usernorm`): it is
+   fitted on embeddings z-scored per pre-training subject, and the average
+   subject's statistics become a new user's prior (``standardize=False``,
+   ``--no-standardize``, turns this off). Held-out accuracy is measured twice:
+   ``heldout``, the head frozen as shipped (prior statistics, no user data),
+   and ``heldout_standardised``, each held-out subject's statistics first
+   observed from all of that subject's windows (no labels).
 7. Write ``model.onnx``, ``head.safetensors`` and ``manifest.json`` through
    :func:`edgecl.runtime.bundle.write_bundle` (temp dir, fsync, rename) and
    load the result back with the device-side :class:`~edgecl.runtime.bundle.Bundle`.
@@ -33,6 +42,7 @@ checkpoint twice gives identical bundles (``make bundle-check``).
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +71,13 @@ from edgecl.runtime.bundle import FORMAT, FORMAT_VERSION, Bundle, write_bundle
 from edgecl.runtime.extractor import OnnxExtractor
 from edgecl.runtime.signing import load_private_key
 
-__all__ = ["TOLERANCE", "ExportReport", "export_bundle", "find_pretraining_data"]
+__all__ = [
+    "TOLERANCE",
+    "ExportReport",
+    "excluded_classes",
+    "export_bundle",
+    "find_pretraining_data",
+]
 
 TOLERANCE = 1e-4
 QUANTIZE = ("int8",)
@@ -86,6 +102,11 @@ class ExportReport:
     quantization: dict[str, Any] | None = None
     signed_by: str | None = None  # fingerprint of the signing key's public half
 
+    @property
+    def standardize(self) -> bool:
+        """Whether the shipped head standardises embeddings per user."""
+        return bool((self.bundle.manifest.get("head") or {}).get("standardize", False))
+
     def to_json(self) -> dict[str, Any]:
         """JSON-able summary (``--json``)."""
         return {
@@ -98,6 +119,8 @@ class ExportReport:
             "quantize": self.quantize,
             "quantization": self.quantization,
             "accuracy": self.accuracy,
+            "standardize": self.standardize,
+            "excluded_classes": list(self.bundle.excluded_classes),
             "embedding_dim": self.bundle.embedding_dim,
             "input_shape": list(self.bundle.input_shape),
             "signed_by": self.signed_by,
@@ -122,16 +145,27 @@ class ExportReport:
                 f"{_pct(q.get('float_heldout_accuracy'))} → {_pct(q.get('int8_heldout_accuracy'))}"
             )
         if acc.get("heldout") is not None:
+            std = ", standardised per user" if self.standardize else ""
             lines.append(
-                f"  head ({acc.get('head')}): held-out accuracy {_pct(acc['heldout'])} on "
+                f"  head ({acc.get('head')}{std}): held-out accuracy {_pct(acc['heldout'])} on "
                 f"{acc.get('heldout_n')} inputs ({acc.get('heldout_name')}), "
                 f"training {_pct(acc.get('train'))}"
             )
+            if acc.get("heldout_standardised") is not None:
+                lines.append(
+                    f"  held-out accuracy with each subject's own statistics (no labels): "
+                    f"{_pct(acc['heldout_standardised'])}"
+                )
         if self.signed_by is not None:
             lines.append(f"  manifest.sig: signed, public key {self.signed_by}")
         if self.head_bytes == 0:
             why = "--head none" if acc.get("head") is None else "no pre-training data (--data)"
             lines.append(f"  no initial head in the bundle: {why}")
+        excluded = self.bundle.excluded_classes
+        if excluded:
+            names = self.bundle.class_names
+            shown = ", ".join(f"{names[c]} ({c})" for c in excluded)
+            lines.append(f"  excluded from pre-training and the head: {shown}")
         return "\n".join(lines)
 
 
@@ -154,6 +188,8 @@ class _HeadData:
     y_test: np.ndarray
     test_name: str
     test_subjects: list[int] | None
+    subject_train: np.ndarray | None  # IMU: the subject of every window, for standardisation
+    subject_test: np.ndarray | None
 
 
 def find_pretraining_data(meta: dict[str, Any]) -> Path | None:
@@ -178,7 +214,29 @@ def find_pretraining_data(meta: dict[str, Any]) -> Path | None:
     return None
 
 
-def _head_data(data: str | os.PathLike[str], meta: dict[str, Any], limit: int | None) -> _HeadData:
+def excluded_classes(meta: dict[str, Any], n_classes: int) -> list[int]:
+    """The class ids the checkpoint was pre-trained without (``provenance.excluded_classes``).
+
+    >>> excluded_classes({"provenance": {"excluded_classes": [6, 5]}}, 7)
+    [5, 6]
+    >>> excluded_classes({}, 7)
+    []
+    """
+    raw = (meta.get("provenance") or {}).get("excluded_classes") or []
+    ok = isinstance(raw, list) and all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c < n_classes for c in raw
+    )
+    if not ok or len(set(raw)) != len(raw):
+        raise ConfigError(
+            f"checkpoint provenance.excluded_classes = {raw!r}: need distinct class ids "
+            f"in [0, {n_classes})"
+        )
+    return sorted(raw)
+
+
+def _head_data(
+    data: str | os.PathLike[str], meta: dict[str, Any], limit: int | None, excluded: list[int]
+) -> _HeadData:
     from edgecl.host.data import load_training_data
 
     prov = meta.get("provenance") or {}
@@ -191,6 +249,7 @@ def _head_data(data: str | os.PathLike[str], meta: dict[str, Any], limit: int | 
         test_subjects=held,
         limit=prov.get("limit") if limit is None else limit,
         seed=int(prov.get("seed", 0) or 0),
+        exclude_classes=excluded,
     )
     norm = meta.get("normalisation")
     if norm is not None and td.normalisation != norm:
@@ -208,20 +267,62 @@ def _head_data(data: str | os.PathLike[str], meta: dict[str, Any], limit: int | 
     else:
         name = "test split"
     return _HeadData(
-        td.name, td.sha256, raw_tr, td.y_train, raw_te, td.y_test, name, td.test_subjects
-    )
+        td.name, td.sha256, raw_tr, td.y_train, raw_te, td.y_test, name, td.test_subjects,
+        td.subject_train, td.subject_test,
+    )  # fmt: skip
 
 
-def _fit_head(E: np.ndarray, y: np.ndarray, cfg: LearnerConfig) -> StreamingLearner:
+def _fit_head(
+    E: np.ndarray, y: np.ndarray, cfg: LearnerConfig, groups: np.ndarray | None
+) -> StreamingLearner:
     learner = StreamingLearner(cfg)
-    learner.learn_many(E.astype(np.float64), y)
+    if cfg.standardize:
+        learner.learn_many(E.astype(np.float64), y, groups=groups)
+    else:
+        learner.learn_many(E.astype(np.float64), y)
     return learner
 
 
 def _accuracy(learner: StreamingLearner, E: np.ndarray, y: np.ndarray) -> float | None:
+    """Accuracy of the learner as shipped: a fresh copy, no user statistics observed."""
     if len(y) == 0:
         return None
-    return float(np.mean(learner.predict_many(E.astype(np.float64)) == y))
+    frozen = copy.deepcopy(learner)
+    return float(np.mean(frozen.predict_many(E.astype(np.float64)) == y))
+
+
+def _standardised_accuracy(
+    learner: StreamingLearner, E: np.ndarray, y: np.ndarray, groups: np.ndarray
+) -> float | None:
+    """Pooled accuracy when each group's statistics are observed first (no labels).
+
+    For every subject, a copy of the learner observes all of that subject's
+    windows (unsupervised per-user standardisation, as a device would after a
+    while) and then predicts them.
+    """
+    if len(y) == 0:
+        return None
+    E = E.astype(np.float64)
+    correct = 0
+    for g in np.unique(groups):
+        rows = groups == g
+        user = copy.deepcopy(learner)
+        user.observe_many(E[rows])
+        correct += int(np.sum(user.predict_many(E[rows]) == y[rows]))
+    return correct / len(y)
+
+
+def _measure(
+    learner: StreamingLearner, Etr: np.ndarray, Ete: np.ndarray, hd: _HeadData
+) -> dict[str, Any]:
+    standardised = None
+    if learner.config.standardize and hd.subject_test is not None:
+        standardised = _standardised_accuracy(learner, Ete, hd.y_test, hd.subject_test)
+    return {
+        "train": _accuracy(learner, Etr, hd.y_train),
+        "heldout": _accuracy(learner, Ete, hd.y_test),
+        "heldout_standardised": standardised,
+    }
 
 
 # -- export ----------------------------------------------------------------------
@@ -243,6 +344,7 @@ def export_bundle(
     seed: int = 0,
     overwrite: bool = False,
     sign_key: str | os.PathLike[str] | None = None,
+    standardize: bool = True,
 ) -> ExportReport:
     """Export ``checkpoint`` to a bundle directory ``out``; see the module docstring.
 
@@ -280,6 +382,10 @@ def export_bundle(
     sign_key : path-like, optional
         Ed25519 private key (unencrypted PKCS#8 PEM) to sign the manifest with;
         needs ``cryptography`` (``pip install 'edgecl[sign]'``).
+    standardize : bool
+        Per-user embedding standardisation for an NCM/SLDA head when the data
+        has subjects (IMU): the head is fitted on embeddings z-scored per
+        pre-training subject. Ignored for softmax heads and image data.
     """
     signer = None if sign_key is None else load_private_key(sign_key)
     if quantize is not None and quantize not in QUANTIZE:
@@ -299,10 +405,14 @@ def export_bundle(
     wrapped = Normalised(model.extractor, mean, std).eval()
     float_model = onnx_bytes(wrapped, in_shape, opset)
 
+    n_classes = int(spec["n_classes"])
+    class_names = [str(c) for c in meta.get("class_names") or range(n_classes)]
+    excluded = excluded_classes(meta, len(class_names))
+
     # Data: the checkpoint's pre-training file unless told otherwise.
     if data is None:
         data = find_pretraining_data(meta)
-    hd = None if data is None else _head_data(data, meta, limit)
+    hd = None if data is None else _head_data(data, meta, limit, excluded)
 
     rng = np.random.default_rng(seed)
     rand = rng.standard_normal((64, *in_shape)).astype(np.float32) * np.float32(std) + np.float32(
@@ -317,28 +427,28 @@ def export_bundle(
         )
 
     shipped = float_model if quantize is None else quantize_int8(float_model)
-    n_classes = int(spec["n_classes"])
-    class_names = [str(c) for c in meta.get("class_names") or range(n_classes)]
     accuracy: dict[str, Any] = {"head": head}
     quant: dict[str, Any] | None = None
     head_bytes = None
+    standardised = False
     if head is not None and hd is not None:
         k = max(32, len(class_names), int(hd.y_train.max()) + 1)
         cap = buffer_capacity if buffer_capacity is not None else (1000 if head == "softmax" else 0)
+        standardised = standardize and head in ("slda", "ncm") and hd.subject_train is not None
         cfg = LearnerConfig(
             dim=model.embed_dim,
             max_classes=k if max_classes is None else max_classes,
             head=head,
             budget_bytes=budget_bytes,
             buffer_capacity=cap,
+            standardize=standardised,
             seed=seed,
         )
         ex_f = OnnxExtractor(float_model)
         Etr, Ete = ex_f.embed_many(hd.x_train), ex_f.embed_many(hd.x_test)
-        learner = _fit_head(Etr, hd.y_train, cfg)
+        learner = _fit_head(Etr, hd.y_train, cfg, hd.subject_train)
         accuracy |= {
-            "train": _accuracy(learner, Etr, hd.y_train),
-            "heldout": _accuracy(learner, Ete, hd.y_test),
+            **_measure(learner, Etr, Ete, hd),
             "heldout_name": hd.test_name,
             "heldout_n": len(hd.y_test),
             "train_n": len(hd.y_train),
@@ -346,16 +456,14 @@ def export_bundle(
         if quantize is not None:
             ex_q = OnnxExtractor(shipped)
             Qtr, Qte = ex_q.embed_many(hd.x_train), ex_q.embed_many(hd.x_test)
-            learner_q = _fit_head(Qtr, hd.y_train, cfg)
+            learner_q = _fit_head(Qtr, hd.y_train, cfg, hd.subject_train)
+            measured_q = _measure(learner_q, Qtr, Qte, hd)
             quant = {
                 "float_heldout_accuracy": accuracy["heldout"],
-                "int8_heldout_accuracy": _accuracy(learner_q, Qte, hd.y_test),
+                "int8_heldout_accuracy": measured_q["heldout"],
                 "embedding_max_abs_diff": float(np.abs(Qte - Ete).max()),
             }
-            accuracy |= {
-                "train": _accuracy(learner_q, Qtr, hd.y_train),
-                "heldout": quant["int8_heldout_accuracy"],
-            }
+            accuracy |= measured_q
             learner = learner_q
         head_bytes = state_bytes(learner)
     if quantize is not None:
@@ -370,7 +478,7 @@ def export_bundle(
 
     manifest = _manifest(
         spec, meta, info, in_shape, norm, class_names, opset, diff, len(probe), hd, accuracy,
-        quant, head if head_bytes is not None else None,
+        quant, head if head_bytes is not None else None, standardised, excluded,
     )  # fmt: skip
     bundle = write_bundle(out, manifest, shipped, head_bytes, overwrite=overwrite, sign_key=signer)
     # Read it back through the device path and compare with what was measured.
@@ -416,6 +524,8 @@ def _manifest(
     accuracy: dict[str, Any],
     quant: dict[str, Any] | None,
     head: str | None,
+    standardize: bool,
+    excluded: list[int],
 ) -> dict[str, Any]:
     from edgecl import __version__
 
@@ -460,6 +570,7 @@ def _manifest(
         },
         "embedding_dim": int(spec["embed_dim"]),
         "class_names": class_names,
+        "excluded_classes": excluded,
         "normalisation": {
             "mean": [float(v) for v in norm["mean"]],
             "std": [float(v) for v in norm["std"]],
@@ -479,5 +590,5 @@ def _manifest(
         "provenance": prov,
     }
     if head is not None:
-        m["head"] = {"kind": head}
+        m["head"] = {"kind": head, "standardize": standardize}
     return m

@@ -10,6 +10,11 @@ Three ways in, one loop (:func:`edgecl.host.train.train_tasks`):
 * ``--data D.npz --split-classes K`` — the dataset's classes cut into tasks of
   K classes (default scenario class-IL, e.g. split-MNIST).
 
+``--exclude-classes C ...`` (with ``--data``) drops those classes from the
+training and test data; the head keeps one output per class of the dataset, so
+label ids stay the dataset's, and the checkpoint records the ids under
+``provenance.excluded_classes`` for ``edgecl export``.
+
 Task sequences print the accuracy matrix, ACC, BWT, FWT, forgetting and time,
 and ``--json`` writes the DESIGN §6 keys. The CLI flags live in
 :mod:`edgecl.cli` (no torch there); :func:`run` receives the parsed namespace.
@@ -55,12 +60,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--strategy needs a task sequence: --tasks A B ... or --split-classes K")
     if not sequence and not args.out:
         raise ConfigError("--out CKPT is required when pre-training on one dataset")
+    exclude = list(getattr(args, "exclude_classes", None) or [])
+    if exclude and args.tasks:
+        raise ConfigError("--exclude-classes works on one --data file, not on --tasks files")
     load = {
         "window": args.window,
         "hop": args.hop,
         "test_subjects": args.test_subjects,
         "limit": args.limit,
         "seed": args.seed,
+        "exclude_classes": exclude,
     }
     paths = args.tasks if args.tasks else [args.data]
     datas = [load_training_data(p, **load) for p in paths]
@@ -75,11 +84,15 @@ def run(args: argparse.Namespace) -> int:
         scenario = "class-il"
         tasks = tasks_from_files(datas, scenario)
     arch = args.model or _default_arch(first)
+    n_out = n_outputs(tasks)
+    if not (args.split_classes is not None and scenario == "domain-il"):
+        # One logit per class of the dataset, excluded ones included: ids stay the dataset's.
+        n_out = max(n_out, first.n_classes)
     torch.manual_seed(args.seed)
     model = build_model(
         arch,
         first.in_shape,
-        n_outputs(tasks),
+        n_out,
         args.embed_dim,
         width=args.width,
         batchnorm=not args.no_batchnorm,
@@ -116,11 +129,12 @@ def run(args: argparse.Namespace) -> int:
         report = result.to_json()
         report["model"] = model.spec
         report["data"] = [d.path for d in datas]
+        report["excluded_classes"] = list(first.excluded_classes)
         if not sequence:
             report["accuracy"] = report["accuracy_matrix"][0][0]
             report["n_train"], report["n_test"] = len(first.y_train), len(first.y_test)
         if args.out:
-            meta = _meta(args, datas, tasks, scenario, strategy_name, result)
+            meta = _meta(args, datas, tasks, scenario, strategy_name, result, n_out)
             save_checkpoint(args.out, model.cpu(), meta)
             report["checkpoint"] = str(args.out)
         if args.json:
@@ -136,27 +150,33 @@ def run(args: argparse.Namespace) -> int:
         ddp.cleanup()
 
 
-def _class_names(datas: list[TrainingData], tasks, scenario: str, split: bool) -> list[str]:
+def _class_names(
+    datas: list[TrainingData], tasks, scenario: str, split: bool, n_out: int
+) -> list[str]:
     if split and scenario == "domain-il":
-        return [f"position {i}" for i in range(n_outputs(tasks))]
+        return [f"position {i}" for i in range(n_out)]
     if len(datas) == 1 or scenario == "domain-il":
         return list(datas[0].class_names) + [
-            str(i) for i in range(len(datas[0].class_names), n_outputs(tasks))
+            str(i) for i in range(len(datas[0].class_names), n_out)
         ]
     return [f"{d.name}:{c}" for d in datas for c in d.class_names]
 
 
-def _meta(args, datas, tasks, scenario, strategy_name, result: TaskResult) -> dict[str, Any]:
+def _meta(
+    args, datas, tasks, scenario, strategy_name, result: TaskResult, n_out: int
+) -> dict[str, Any]:
     first = datas[0]
     acc = result.accuracy_matrix[-1]
+    split = args.split_classes is not None
     return {
         "normalisation": first.normalisation,
-        "class_names": _class_names(datas, tasks, scenario, args.split_classes is not None),
+        "class_names": _class_names(datas, tasks, scenario, split, n_out),
         "window": first.window,
         "provenance": {
             "data": [Path(d.path).name for d in datas],
             "sha256_data": [d.sha256 for d in datas],
             "test_subjects": first.test_subjects,
+            "excluded_classes": sorted(first.excluded_classes),
             "tasks": [t.name for t in tasks],
             "scenario": scenario if len(tasks) > 1 else None,
             "strategy": strategy_name,
@@ -214,6 +234,9 @@ def _summary(r: dict[str, Any], first: TrainingData, sequence: bool) -> str:
             f"p99 {_f(r['learn_us']['p99'], d=1)}  (per training sample)",
             f"{'state_bytes':<14}{r['state_bytes']:,} (model + strategy)",
         ]
+    if first.excluded_classes:
+        names = ", ".join(f"{first.class_names[c]} ({c})" for c in first.excluded_classes)
+        lines.append(f"excluded classes (in neither training nor test data): {names}")
     if r.get("checkpoint"):
         lines.append(f"checkpoint: {r['checkpoint']}")
     return "\n".join(lines)

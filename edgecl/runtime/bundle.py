@@ -236,6 +236,15 @@ class Bundle:
         return tuple(self.manifest["class_names"])
 
     @property
+    def excluded_classes(self) -> tuple[int, ...]:
+        """Class ids pre-training and the initial head never saw (empty when none).
+
+        Bundles for class-incremental learning (``edgecl pretrain
+        --exclude-classes``); the device learns these classes from its own labels.
+        """
+        return tuple(int(c) for c in self.manifest.get("excluded_classes") or ())
+
+    @property
     def normalisation(self) -> dict[str, Any] | None:
         """``{"mean", "std", "axis", "in_graph"}`` or None."""
         return self.manifest["normalisation"]

@@ -6,7 +6,10 @@ Format ``edgecl.bundle``, version 1. Required keys: ``format``,
 ``output``), ``embedding_dim``, ``class_names``, ``normalisation`` (object or
 null: ``mean``, ``std``, ``axis``, ``in_graph``), ``window`` (object or null:
 ``length``, ``hop``, ``channels``, ``rate_hz``; must match the input shape)
-and ``provenance``; ``head`` is optional (``file``, ``sha256``, ``kind``).
+and ``provenance``; ``head`` is optional (``file``, ``sha256``, ``kind``,
+``standardize``: whether the learner standardises embeddings per user), and so
+is ``excluded_classes`` (distinct class ids, each an index of ``class_names``,
+that pre-training and the initial head never saw; absent in older bundles).
 ``model`` and ``head`` may give ``bytes``, the file's size, which is then
 checked before the file is read. Every file name must be a plain name inside
 the bundle directory. The manifest itself is at most 1 MiB (refused from its
@@ -223,6 +226,15 @@ def check_manifest(m: Any, where: Path) -> None:
         where,
         "class_names must be a list of strings",
     )
+    excluded = m.get("excluded_classes", [])
+    _need(
+        isinstance(excluded, list)
+        and all(_is_int(c, 0) and c < len(names) for c in excluded)
+        and len(set(excluded)) == len(excluded),
+        where,
+        f"excluded_classes {excluded!r:.60} must be a list of distinct class ids "
+        f"in [0, {len(names)})",
+    )
     _check_normalisation(m["normalisation"], len(shape) - 1, where)
     _check_window(m["window"], tuple(shape[1:]), where)
     _need(isinstance(m["provenance"], dict), where, "provenance must be an object")
@@ -230,6 +242,8 @@ def check_manifest(m: Any, where: Path) -> None:
     if head is not None:
         _need(isinstance(head, dict), where, "head must be an object or null")
         _check_file_entry(head, "head", where)
+        std = head.get("standardize", False)
+        _need(isinstance(std, bool), where, f"head.standardize {std!r} must be true or false")
 
 
 def _check_file_entry(entry: dict[str, Any], key: str, where: Path) -> None:
