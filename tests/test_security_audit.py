@@ -148,9 +148,17 @@ def _modules() -> list[Path]:
     return files
 
 
+# The one reviewed exception: a host-only data tool that converts a BSD dataset shipped
+# as a pickle inside a pinned PyPI wheel, through an Unpickler whose find_class admits
+# numpy's array constructors only (tests/test_watch_extra.py proves it refuses the rest).
+# Nothing a device loads goes through it; its output is a pickle-free .npz.
+REVIEWED = {"tools/watch_extra.py": ["imports pickle"]}
+
+
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_module_passes_the_audit(path):
-    assert audit(path) == []
+    allowed = REVIEWED.get(str(path.relative_to(ROOT)), [])
+    assert [v for v in audit(path) if v.split(": ", 1)[1] not in allowed] == []
 
 
 # -- the checker itself ----------------------------------------------------------------

@@ -1,0 +1,115 @@
+"""Leave-one-subject-out new-user evaluation: seven bundles, each blind to one user.
+
+For every subject ``s`` of the embedded smartwatch data this tool pre-trains the
+shipped recipe (``tools/build_bundle.py``'s ``edgecl pretrain`` call) with ``s``
+held out, exports the bundle, and runs ``edgecl eval --scenario new-user
+--test-subjects s`` on it: calibrate on the user's first recording of each
+exercise, test on their other recordings, learning off. So every figure is on a
+user that neither the extractor nor the head has seen, and the seven users give
+the spread. Optionally (``--unseen``) the shipped bundle is also evaluated on a
+file of users no part of edgecl has seen (``tools/watch_extra.py``).
+
+Checkpoints and bundles are cached under ``--work`` (delete it to rebuild).
+
+    python tools/loso_new_user.py --json tools/figures/loso-new-user.json \\
+        --unseen build/watch_unseen.npz
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "edgecl" / "data" / "watch_imu.npz"
+KEYS = ("frozen", "standardised", "adapted", "majority", "user_only")
+
+
+def pretrain_argv(subject: int, out: Path, epochs: int) -> list[str]:
+    """The shipped bundle's pre-training call with ``subject`` held out instead of 6, 7."""
+    return [
+        "pretrain", "--data", str(DATA), "--model", "imu-cnn",
+        "--test-subjects", str(subject), "--seed", "0", "--epochs", str(epochs),
+        "--device", "cpu", "--threads", "1", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+
+
+def new_user(bundle: Path, data: Path, subjects: list[int], out: Path) -> dict:
+    from edgecl.cli import main
+
+    argv = ["eval", "--scenario", "new-user", "--bundle", str(bundle), "--data", str(data),
+            "--test-subjects", *map(str, subjects), "--no-progress",
+            "--json", str(out)]  # fmt: skip
+    if main(argv) != 0:
+        raise SystemExit(f"edgecl {' '.join(argv)} failed")
+    return json.loads(out.read_text())
+
+
+def table(users: dict[str, dict], title: str) -> list[str]:
+    lines = [title, f"{'user':<8}" + "".join(f"{k:>14}" for k in KEYS) + f"{'gain':>9}"]
+    for uid, u in users.items():
+        gain = u["adapted"] - u["frozen"]
+        lines.append(f"{uid:<8}" + "".join(f"{u[k]:>14.3f}" for k in KEYS) + f"{gain:>+9.3f}")
+    mean = {k: float(np.mean([u[k] for u in users.values()])) for k in KEYS}
+    gains = [u["adapted"] - u["frozen"] for u in users.values()]
+    lines.append(f"{'mean':<8}" + "".join(f"{mean[k]:>14.3f}" for k in KEYS)
+                 + f"{np.mean(gains):>+9.3f}")  # fmt: skip
+    lines.append(
+        f"gain over users: sd {np.std(gains):.3f}, min {min(gains):+.3f}, max {max(gains):+.3f}"
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--work", type=Path, default=ROOT / "build" / "loso")
+    p.add_argument("--subjects", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7])
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--unseen", type=Path, help="also: the shipped bundle on this users' file")
+    p.add_argument("--json", type=Path, help="write every figure here")
+    args = p.parse_args(argv)
+    import torch
+
+    from edgecl.cli import main as cli
+
+    torch.set_num_threads(1)
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    users: dict[str, dict] = {}
+    for s in args.subjects:
+        ckpt, bundle = args.work / f"s{s}.safetensors", args.work / f"bundle-s{s}"
+        if not ckpt.is_file() and cli(pretrain_argv(s, ckpt, args.epochs)) != 0:
+            return 1
+        if not (bundle / "manifest.json").is_file():
+            if cli(["export", "--checkpoint", str(ckpt), "--out", str(bundle), "--force"]) != 0:
+                return 1
+        res = new_user(bundle, DATA, [s], args.work / f"new-user-s{s}.json")
+        users[str(s)] = res["users"][str(s)]
+    report = {"loso": users, "seconds": round(time.perf_counter() - t0, 1)}
+    lines = table(users, "leave-one-subject-out (each bundle blind to its test user):")
+    if args.unseen is not None:
+        with np.load(args.unseen, allow_pickle=False) as d:
+            ids = sorted(int(s) for s in np.unique(d["subject"]))
+        res = new_user(ROOT / "edgecl" / "bundles" / "default", args.unseen, ids,
+                       args.work / "new-user-unseen.json")  # fmt: skip
+        report["unseen"] = res["users"]
+        lines += ["", *table(res["users"], f"shipped bundle on unseen users {ids}:")]
+    print("\n".join(lines))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
