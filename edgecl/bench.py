@@ -137,6 +137,7 @@ def run_bench(
         t1 = clock()
         learner.predict_one(e)
         t2 = clock()
+        learner.observe_one(e)  # the daemon's order: predict, observe every window, learn
         learner.learn_one(e, y)
         t3 = clock()
         if i >= warmup:

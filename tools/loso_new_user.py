@@ -65,7 +65,7 @@ def table(users: dict[str, dict], title: str) -> list[str]:
     lines.append(f"{'mean':<8}" + "".join(f"{mean[k]:>14.3f}" for k in KEYS)
                  + f"{np.mean(gains):>+9.3f}")  # fmt: skip
     lines.append(
-        f"gain over users: sd {np.std(gains):.3f}, min {min(gains):+.3f}, max {max(gains):+.3f}"
+        f"gain over users: sd {np.std(gains, ddof=1):.3f}, min {min(gains):+.3f}, max {max(gains):+.3f}"
     )
     return lines
 
