@@ -64,9 +64,8 @@ def table(users: dict[str, dict], title: str) -> list[str]:
     gains = [u["adapted"] - u["frozen"] for u in users.values()]
     lines.append(f"{'mean':<8}" + "".join(f"{mean[k]:>14.3f}" for k in KEYS)
                  + f"{np.mean(gains):>+9.3f}")  # fmt: skip
-    lines.append(
-        f"gain over users: sd {np.std(gains, ddof=1):.3f}, min {min(gains):+.3f}, max {max(gains):+.3f}"
-    )
+    sd = np.std(gains, ddof=1)
+    lines.append(f"gain over users: sd {sd:.3f}, min {min(gains):+.3f}, max {max(gains):+.3f}")
     return lines
 
 
