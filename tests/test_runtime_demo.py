@@ -126,3 +126,25 @@ print(json.dumps({"mods": sorted(m for m in ("torch", "onnx") if m in sys.module
     got = json.loads(res.stdout)
     assert got["mods"] == []
     assert got["rss_mb"] < 120
+
+
+def test_run_new_user_restarts_the_user_statistics(tmp_path):
+    """The shipped bundle standardises per user: `edgecl run` observes every window, and
+    `--new-user` restarts the statistics from the prior while keeping what was learned."""
+    from edgecl.learner.state import load_state
+    from edgecl.runtime.protocol import format_sample
+
+    x, _ = load_rows(subjects=[6])
+    src = tmp_path / "rows.ndjson"
+    src.write_bytes(b"".join(format_sample(r) for r in x[:1050]))  # 20 windows, no labels
+    state = tmp_path / "state"
+    base = ["run", "--out", str(tmp_path / "out"), "--state", str(state), "--log-level", "error"]
+    assert main([*base, "--source", str(src)]) == 0
+    first = load_state(sorted(state.glob("*.safetensors"))[-1])
+    assert first.user.n_ == 20 and first.config.standardize
+    empty = tmp_path / "empty.ndjson"
+    empty.write_bytes(b"")
+    assert main([*base, "--source", str(empty), "--new-user"]) == 0
+    second = load_state(sorted(state.glob("*.safetensors"))[-1])
+    assert second.user.n_ == 0 and second.n_learned == first.n_learned
+    np.testing.assert_array_equal(second.head.means_, first.head.means_)
