@@ -10,9 +10,12 @@ the spread. Optionally (``--unseen``) the shipped bundle is also evaluated on a
 file of users no part of edgecl has seen (``tools/watch_extra.py``).
 
 Checkpoints and bundles are cached under ``--work`` (delete it to rebuild).
+``--sweep`` then refits each bundle's head with other settings — prior weight
+(``standardize_prior_n``), label weight, no standardisation, NCM — on the same
+per-subject splits, to show how much the choice matters.
 
     python tools/loso_new_user.py --json tools/figures/loso-new-user.json \\
-        --unseen build/watch_unseen.npz
+        --unseen build/watch_unseen.npz [--sweep]
 """
 
 from __future__ import annotations
@@ -69,6 +72,49 @@ def table(users: dict[str, dict], title: str) -> list[str]:
     return lines
 
 
+def sweep(work: Path, subjects: list[int]) -> list[str]:
+    """Mean held-out accuracy over the LOSO users for a grid of head settings."""
+    import copy
+
+    from edgecl import LearnerConfig, StreamingLearner
+    from edgecl.eval.adapt import new_user_split
+    from edgecl.eval.datasets import load_dataset
+    from edgecl.runtime.bundle import Bundle
+
+    grid = [(h, pn, lw) for h in ("slda", "ncm") for pn in (None, 0.0, 30.0, 300.0, 1000.0)
+            for lw in (None, 0.25, 1.0, 4.0)]  # fmt: skip
+    acc: dict[tuple, list[float]] = {g: [] for g in grid}
+    for s in subjects:
+        b = Bundle.load(work / f"bundle-s{s}")
+        ext, shape = b.extractor(), b.input_shape
+        d = load_dataset(
+            DATA, embed=lambda X, e=ext, sh=shape: e.embed_many(X.reshape(len(X), *sh))
+        )
+        X, y = d.x.astype(np.float64), d.y
+        train = d.subject != s
+        calib, test = new_user_split(d.subject, d.recording, y, 1)[s]
+        for head, pn, lw in grid:
+            cfg = LearnerConfig(dim=X.shape[1], max_classes=32, head=head, budget_bytes=1 << 24,
+                                standardize=pn is not None, standardize_prior_n=pn or 0.0,
+                                label_weight=lw or 1.0)  # fmt: skip
+            lr = StreamingLearner(cfg)
+            groups = d.subject[train] if pn is not None else None
+            lr.learn_many(X[train], y[train], w=1.0, groups=groups)  # pre-training: weight 1
+            lr = copy.deepcopy(lr)
+            lr.observe_many(X[calib])
+            if lw is not None:
+                lr.learn_many(X[calib], y[calib])
+            acc[(head, pn, lw)].append(float(np.mean(lr.predict_many(X[test]) == y[test])))
+    lines = ["sweep (mean held-out accuracy over the LOSO users; labels: weight of the "
+             "calibration labels, - = not learned):",
+             f"{'head':<6}{'prior':>8}{'labels':>8}{'mean':>8}{'min user':>10}"]  # fmt: skip
+    for (head, pn, lw), v in acc.items():
+        prior = "off" if pn is None else f"{pn:g}"
+        lines.append(f"{head:<6}{prior:>8}{'-' if lw is None else f'{lw:g}':>8}"
+                     f"{np.mean(v):>8.3f}{min(v):>10.3f}")  # fmt: skip
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", type=Path, default=ROOT / "build" / "loso")
@@ -76,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--unseen", type=Path, help="also: the shipped bundle on this users' file")
     p.add_argument("--json", type=Path, help="write every figure here")
+    p.add_argument("--sweep", action="store_true", help="also refit heads over a settings grid")
     args = p.parse_args(argv)
     import torch
 
@@ -103,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                        args.work / "new-user-unseen.json")  # fmt: skip
         report["unseen"] = res["users"]
         lines += ["", *table(res["users"], f"shipped bundle on unseen users {ids}:")]
+    if args.sweep:
+        report["sweep"] = sweep(args.work, args.subjects)
+        lines += ["", *report["sweep"]]
     print("\n".join(lines))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
