@@ -1,4 +1,4 @@
-"""Crash safety: ``kill -9`` loops (tools/crash_test.py, 5 kills) and a failing checkpoint write."""
+"""Crash safety: ``kill -9`` loops (tools/crash_test.py, 4 kills) and a failing checkpoint write."""
 
 from __future__ import annotations
 
@@ -20,15 +20,20 @@ def _tool():
     return import_tool("crash_test")
 
 
-def test_five_kills_lose_at_most_one_interval_and_never_corrupt(tmp_path, capsys):
+def test_kills_while_learning_lose_at_most_the_label_in_flight(tmp_path, capsys):
+    """A few kills; the figures come from `python tools/crash_test.py --kills 20`."""
     out = tmp_path / "crash.json"
-    rc = _tool().main(["--kills", "5", "--every", "3", "--seed", "1", "--json", str(out)])
+    rc = _tool().main(["--kills", "4", "--every", "3", "--seed", "1", "--json", str(out)])
     res = json.loads(out.read_text())
     assert rc == 0, res
     kill = res["kill_9"]
-    assert kill["kills"] == 5 and kill["corrupt_states"] == 0 and not kill["failures"]
-    assert 0 <= kill["lost_max"] <= 3
+    assert kill["kills"] == 4 and kill["corrupt_states"] == 0 and not kill["failures"]
+    assert kill["resumes_byte_identical"] == 4 and 0 <= kill["lost_max"] <= 1
+    # Every kill after the first prediction; where each landed is counted.
+    assert kill["landed"]["startup"] == 0 and sum(kill["landed"].values()) == 4
     assert res["disk_full"]["ok"] and res["disk_full"]["checkpoint_errors"] >= 1
+    amp = res["journal_write_amplification"]
+    assert amp["bytes_per_learned_label"] == 277 and amp["bytes_per_observed_window"] == 265
 
 
 def test_a_failed_checkpoint_write_keeps_the_old_one_and_the_daemon_serving(
@@ -68,9 +73,12 @@ def test_a_failed_checkpoint_write_keeps_the_old_one_and_the_daemon_serving(
     assert sum('"seq"' in s for s in lines) == 35 and snap["learned"] == 35
     assert snap["checkpoint_errors"] == 4 and snap["checkpoints"] == 0
     assert caplog.text.count("checkpoint failed") == 4 and "No space left" in caplog.text
-    assert sorted(state.iterdir()) == [old] and old.read_bytes() == before  # no temp files
+    assert snap["journal_errors"] == 1  # its fsync failed too (logged once, then off)
+    assert sorted(state.glob("*learner*")) == [old] and old.read_bytes() == before  # no temp files
     assert StreamingLearner.load(old).n_learned == 10
     monkeypatch.undo()
-    # Space again: the next run resumes from the old checkpoint and writes new ones.
+    # Space again: the next run resumes from the old checkpoint plus the 35 labels the
+    # journal holds (written, though never fsynced), and writes new checkpoints.
     d, _ = run(10, "again")
-    assert d.learner.n_learned == 20 and d.stats.checkpoints == 1
+    # The 35 replayed labels are due for a checkpoint at once; then the final one.
+    assert d.learner.n_learned == 55 and d.stats.checkpoints == 2

@@ -176,7 +176,7 @@ def test_checkpoints_every_n_keep_two_and_resume(tmp_path):
         **cfg,
     )
     d.run(install_signals=False)
-    names = sorted(p.name for p in state.iterdir())
+    names = sorted(p.name for p in state.glob("learner-*"))
     # At 100 and 200 labels, and the final one at exit (250): the oldest is pruned.
     assert names == ["learner-00000002.safetensors", "learner-00000003.safetensors"]
     assert StreamingLearner.load(state / names[-1]).n_learned == 250
@@ -203,7 +203,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
     assert d2.learner.n_learned == 10  # the previous checkpoint
     assert any("corrupt" in r.message and newest.name in r.message for r in caplog.records)
     assert any("learner-00000001" in r.message for r in caplog.records)
-    assert sorted(p.name for p in state.iterdir()) == [
+    assert sorted(p.name for p in state.glob("learner-*")) == [
         "learner-00000001.safetensors",
         "learner-00000002.safetensors.corrupt",
     ]

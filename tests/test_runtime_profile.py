@@ -23,6 +23,7 @@ def test_shipped_profile_parses(name):
     assert p.allow_spinning is False
     assert p.intra_op_threads >= 1
     assert p.memory_budget_bytes > 0 and p.latency_target_us > 0
+    assert p.journal_fsync_s == 1.0  # DESIGN §10: the label journal's fsync period
 
 
 def test_every_toml_in_devices_is_a_valid_profile():
@@ -88,6 +89,8 @@ def test_nested_table_is_an_unknown_key(tmp_path):
         ("baudrate", 0, r"baudrate = 0: must be an integer in \[50,"),
         ("serial_timeout_s", 0, r"serial_timeout_s = 0: must be a number in \(0"),
         ("checkpoint_every_s", -5.0, "checkpoint_every_s = -5.0"),
+        ("journal_fsync_s", -1, r"journal_fsync_s = -1: must be a number in \[0.0, 3600.0\]"),
+        ("journal_fsync_s", float("nan"), "journal_fsync_s = nan"),
         ("memory_budget_bytes", 10, "memory_budget_bytes = 10"),
         ("latency_target_us", 0, "latency_target_us = 0"),
         ("engine_cache_dir", "", "engine_cache_dir = ''"),

@@ -101,6 +101,7 @@ def test_daemon_checkpoints_are_private(tmp_path):
     assert d.run(install_signals=False) == 0
     files = sorted(state.iterdir())
     assert [p.name for p in files] == [
+        "journal.wal",  # the label journal: as private as the checkpoints
         "learner-00000002.safetensors",
         "learner-00000003.safetensors",
     ]

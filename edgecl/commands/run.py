@@ -18,6 +18,14 @@ examples:
   edgecl run --source /dev/ttyUSB0 --state /var/lib/edgecl --new-user
       the watch changed hands: restart the per-user embedding statistics from the
       pre-training prior (everything learned from labels is kept)
+  edgecl run --source /dev/ttyUSB0 --state /var/lib/edgecl --bundle new/ --reset-state
+      a new bundle: the old state (of another bundle) is moved into
+      /var/lib/edgecl/replaced-<time>/ and learning restarts from the new bundle's head
+
+State: checkpoints every --checkpoint-every labels / --checkpoint-seconds, and in
+between a label journal (every label learned, every window observed) fsynced every
+--journal-fsync seconds; a restart resumes from both. State belongs to its bundle:
+state of another bundle is refused with exit status 2 (use --reset-state).
 
 Wire protocol (one JSON object per line): {"x": [..]} a raw row or feature
 vector, {"x": [..], "y": 3} labelled, {"label": 3, "seq": 1042} a delayed label
@@ -79,6 +87,15 @@ def add_run(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
                    "$STATE_DIRECTORY under systemd; none: no checkpoints)")  # fmt: skip
     s.add_argument("--checkpoint-every", type=int, metavar="N", help="learned labels (profile)")
     s.add_argument("--checkpoint-seconds", type=float, metavar="S", help="seconds (profile)")
+    s.add_argument(
+        "--journal-fsync", type=float, metavar="S", help="label journal fsync period (profile)"
+    )
+    s.add_argument(
+        "--reset-state",
+        action="store_true",
+        help="move the state directory's files aside (into replaced-<time>/, nothing is "
+        "deleted) and start from the bundle head",
+    )
     s.add_argument("--stats-every", type=float, metavar="S", help="stats line period (10; 0 off)")
     s.add_argument("--baudrate", type=int, metavar="N", help="serial speed (profile)")
     s.add_argument("--serial-timeout", type=float, metavar="S", help="read timeout (profile)")
@@ -101,6 +118,7 @@ def _stderr_logging(level: str, prefix: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``edgecl run``: build the daemon from flags + device profile, run until stopped."""
+    from edgecl.runtime.checkpoint import StateMismatchError
     from edgecl.runtime.launch import build_daemon, config_from_profile
     from edgecl.runtime.profile import DeviceProfile
 
@@ -123,23 +141,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         pending=args.pending,
         checkpoint_every_samples=args.checkpoint_every,
         checkpoint_every_s=args.checkpoint_seconds,
+        journal_fsync_s=args.journal_fsync,
         stats_every_s=args.stats_every,
         baudrate=args.baudrate,
         serial_timeout_s=args.serial_timeout,
         reconnect_max_s=args.reconnect_max,
     )
-    daemon = build_daemon(
-        config,
-        bundle=args.bundle,
-        features=args.features,
-        profile=profile,
-        learner_options={
-            "head": args.head,
-            "max_classes": args.max_classes,
-            "budget_bytes": args.budget_bytes,
-        },
-        public_key=args.bundle_pubkey,
-    )
+    if args.reset_state and state is None:
+        print("edgecl run: --reset-state needs a state directory (--state)", file=sys.stderr)
+        return 2
+    try:
+        daemon = build_daemon(
+            config,
+            bundle=args.bundle,
+            features=args.features,
+            profile=profile,
+            learner_options={
+                "head": args.head,
+                "max_classes": args.max_classes,
+                "budget_bytes": args.budget_bytes,
+            },
+            public_key=args.bundle_pubkey,
+            reset_state=args.reset_state,
+        )
+    except StateMismatchError as exc:
+        # One line, exit 2: systemd's RestartPreventExitStatus=2 stops the restart loop.
+        print(f"edgecl run: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     if args.new_user:
         daemon.reset_user()
         print("edgecl run: new user: per-user statistics restart from the prior", file=sys.stderr)

@@ -56,6 +56,7 @@ __all__ = [
     "canonical_json",
     "fsync_dir",
     "load_state",
+    "load_state_bytes",
     "read_container",
     "save_state",
     "state_bytes",
@@ -211,14 +212,22 @@ def verify_canonical(raw: bytes, arrays: dict[str, np.ndarray], meta: Any, where
 
 def load_state(path: str | os.PathLike[str]) -> StreamingLearner:
     """Read and verify a state file; raise :class:`StateFileError` on any mismatch."""
-    from edgecl.learner.config import LearnerConfig
-    from edgecl.learner.learner import StreamingLearner
-
     where = str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise StateFileError(f"{where}: cannot read state file ({exc.strerror})") from None
+    return load_state_bytes(raw, where)
+
+
+def load_state_bytes(raw: bytes, where: str = "<bytes>") -> StreamingLearner:
+    """:func:`load_state` for bytes already in memory (e.g. a bundle's verified head).
+
+    ``where`` names the source in error messages.
+    """
+    from edgecl.learner.config import LearnerConfig
+    from edgecl.learner.learner import StreamingLearner
+
     arrays, text = read_container(raw, where)
     try:
         wrapped = json.loads(text)

@@ -10,6 +10,20 @@ On start, :meth:`CheckpointStore.load` tries the newest checkpoint, then the
 one before: a file that fails verification is renamed ``*.corrupt`` (kept for
 inspection, no longer counted) and the fallback is logged.
 
+The store knows the sha256 of the bytes of each checkpoint it wrote or loaded:
+the label journal (:mod:`edgecl.runtime.journal`) names its base by it.
+:meth:`CheckpointStore.move_aside` (``edgecl run --reset-state``) moves every file
+of the directory into a new ``replaced-<UTC time>/`` subdirectory; nothing is
+deleted.
+
+Checkpoints belong to one bundle: the learner config's ``tag`` holds
+``bundle:<sha256 of manifest.json>`` (or ``features:<dim>`` without a bundle),
+checked by :func:`check_owner` when the daemon starts.
+
+Test hook (test-only; ``tools/crash_test.py`` sets it): with
+``$EDGECL_TEST_CHECKPOINT_DELAY_S`` > 0 every checkpoint sleeps that long between
+writing its temp file and renaming it, so a ``kill -9`` can land mid-write.
+
 >>> import tempfile, numpy as np
 >>> from edgecl import LearnerConfig, StreamingLearner
 >>> store = CheckpointStore(tempfile.mkdtemp())
@@ -26,19 +40,67 @@ inspection, no longer counted) and the fallback is logged.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 from edgecl.errors import StateFileError
 from edgecl.learner import StreamingLearner
+from edgecl.learner.state import fsync_dir, load_state_bytes, state_bytes, write_new_file
 
-__all__ = ["CheckpointStore"]
+__all__ = ["CheckpointStore", "StateMismatchError", "check_owner", "owner_tag"]
 
 log = logging.getLogger("edgecl.run")
 
 _NAME = re.compile(r"^learner-(\d{8,})\.safetensors$")
+DELAY_ENV = "EDGECL_TEST_CHECKPOINT_DELAY_S"
+RESET_HINT = "edgecl run --reset-state"
+
+
+class StateMismatchError(StateFileError):
+    """The state directory holds the state of another bundle (or feature dimension)."""
+
+
+def owner_tag(manifest_sha256: str | None = None, features: int | None = None) -> str:
+    """The ``LearnerConfig.tag`` of state learned over a bundle or raw features.
+
+    >>> owner_tag(features=64), owner_tag("ab" * 32)[:12]
+    ('features:64', 'bundle:ababa')
+    """
+    if features is not None:
+        return f"features:{features}"
+    return f"bundle:{manifest_sha256}"
+
+
+def check_owner(found: str, expected: str, where: str) -> bool:
+    """Raise :class:`StateMismatchError` (one line: both owners and the fix) unless the
+    state at ``where``, tagged ``found``, belongs to ``expected``. Returns False for an
+    untagged state from before tags (the caller adopts it, with a warning)."""
+    if found == expected:
+        return True
+    if not found.startswith(("bundle:", "features:")):
+        log.warning(
+            "%s records no bundle (written before edgecl tied state to its bundle); "
+            "assuming it belongs to %s",
+            where,
+            expected,
+        )
+        return False
+    raise StateMismatchError(
+        f"the state in {where} belongs to {found}, not to this run's {expected}; "
+        f"refusing to resume it. To start over from this bundle's head, rerun with "
+        f"`{RESET_HINT}` (moves the old state aside into replaced-<time>/, deletes nothing)"
+    )
+
+
+def _delay() -> float:
+    try:
+        return max(0.0, float(os.environ.get(DELAY_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
 
 
 class CheckpointStore:
@@ -71,6 +133,8 @@ class CheckpointStore:
             )
             os.chmod(self.directory, 0o700)
         self.keep = keep
+        #: sha256 of the bytes of the checkpoint last written by :meth:`save`.
+        self.last_sha256: str | None = None
 
     def paths(self) -> list[Path]:
         """Checkpoint files, newest first."""
@@ -95,25 +159,75 @@ class CheckpointStore:
             if m:
                 n = max(n, int(m.group(1)) + 1)
         path = self.directory / f"learner-{n:08d}.safetensors"
-        learner.save(path)
+        data = state_bytes(learner)
+        self._write(path, data)
+        self.last_sha256 = hashlib.sha256(data).hexdigest()
         for old in self.paths()[self.keep :]:
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()
         return path
 
+    def _write(self, path: Path, data: bytes) -> None:
+        # As atomic_write_bytes (temp file, fsync, rename, directory fsync), plus the hook.
+        tmp = self.directory / f".{path.name}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        try:
+            write_new_file(tmp, data)
+            if _delay():
+                time.sleep(_delay())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(self.directory)
+
+    def digests(self) -> dict[str, str]:
+        """``{sha256: file name}`` of every checkpoint file present (not verified)."""
+        out = {}
+        for p in self.paths():
+            with contextlib.suppress(OSError):
+                out[hashlib.sha256(p.read_bytes()).hexdigest()] = p.name
+        return out
+
+    def move_aside(self) -> Path | None:
+        """Move every file of the directory into a new ``replaced-<UTC time>/``
+        subdirectory (mode 0700) and return it; None when there was nothing to move.
+        Subdirectories (earlier ones) stay where they are. Nothing is deleted."""
+        files = [p for p in self.directory.iterdir() if p.is_file() or p.is_symlink()]
+        if not files:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest, i = self.directory / f"replaced-{stamp}", 1
+        while dest.exists():
+            dest, i = self.directory / f"replaced-{stamp}-{i}", i + 1
+        dest.mkdir(mode=0o700)
+        for p in files:
+            p.rename(dest / p.name)
+        fsync_dir(dest)
+        fsync_dir(self.directory)
+        return dest
+
     def load(self) -> tuple[StreamingLearner | None, Path | None]:
         """The newest checkpoint that verifies, and its path; ``(None, None)`` if none does."""
+        learner, path, _ = self.load_with_digest()
+        return learner, path
+
+    def load_with_digest(self) -> tuple[StreamingLearner | None, Path | None, str | None]:
+        """As :meth:`load`, plus the sha256 of the checkpoint file's bytes."""
         for tmp in self.directory.glob(".learner-*.tmp"):  # a write cut short by a crash
             with contextlib.suppress(OSError):
                 tmp.unlink()
         for path in self.paths():
             try:
-                learner = StreamingLearner.load(path)
-            except StateFileError as exc:
+                raw = path.read_bytes()
+                learner = load_state_bytes(raw, str(path))  # the very bytes hashed below
+            except (OSError, StateFileError) as exc:
                 bad = path.with_name(path.name + ".corrupt")
                 log.error("checkpoint %s is corrupt (%s); moved to %s", path.name, exc, bad.name)
                 with contextlib.suppress(OSError):
                     path.rename(bad)
                 continue
-            return learner, path
-        return None, None
+            return learner, path, hashlib.sha256(raw).hexdigest()
+        return None, None, None

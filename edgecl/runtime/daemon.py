@@ -26,7 +26,9 @@ Around the loop: checkpoints every ``checkpoint_every_samples`` learned labels
 and every ``checkpoint_every_s`` seconds (only when something changed), the last
 two kept, resumed on start (:mod:`edgecl.runtime.checkpoint`; a write that fails,
 say on a full disk, is logged and counted as ``checkpoint_errors``, the previous
-checkpoint stays and serving goes on); SIGTERM/SIGINT →
+checkpoint stays and serving goes on); in between, every change to the learner
+goes to the label journal (:mod:`edgecl.runtime.journal`, replayed on start by
+:func:`~edgecl.runtime.launch.build_daemon`), which each checkpoint restarts; SIGTERM/SIGINT →
 final checkpoint and exit 0; SIGHUP or ``{"cmd": "stats"}`` → a stats line,
 also every ``stats_every_s``; a dropped port is reopened by the transport while
 the loop keeps its timers; systemd ``READY=1`` after warm-up and watchdog pings
@@ -62,6 +64,7 @@ import numpy as np
 from edgecl.errors import ConfigError, InputError
 from edgecl.learner import StreamingLearner
 from edgecl.runtime.checkpoint import CheckpointStore
+from edgecl.runtime.journal import Journal
 from edgecl.runtime.protocol import (
     Command,
     Label,
@@ -82,6 +85,10 @@ __all__ = ["Daemon", "DaemonConfig"]
 log = logging.getLogger("edgecl.run")
 
 
+_SECONDS = ("checkpoint_every_s", "journal_fsync_s", "stats_every_s", "serial_timeout_s",
+            "reconnect_max_s")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     """Settings of one ``edgecl run`` (the device profile supplies the defaults' values)."""
@@ -94,6 +101,7 @@ class DaemonConfig:
     control: bool = False  # accept {"cmd": ...} messages
     checkpoint_every_samples: int = 1000  # learned labels between checkpoints; 0: off
     checkpoint_every_s: float = 300.0  # seconds between checkpoints (if changed); 0: off
+    journal_fsync_s: float = 1.0  # label journal fsync period (power-cut loss bound); 0: every
     stats_every_s: float = 10.0  # a stats line this often; 0: only on demand and at exit
     pending: int = 1024  # windows remembered for delayed labels
     label_rule: str = "majority"  # how row labels label a window: majority | last
@@ -113,7 +121,7 @@ class DaemonConfig:
             low = 1 if name in ("pending", "baudrate") else 0
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"{name} = {v!r}: must be an integer >= {low}")
-        for name in ("checkpoint_every_s", "stats_every_s", "serial_timeout_s", "reconnect_max_s"):
+        for name in _SECONDS:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name} = {v!r}: must be a number >= 0")
@@ -134,6 +142,7 @@ class Daemon:
         source: Source | None = None,
         sink: Sink | None = None,
         notifier: Notifier | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.config, self.extractor, self.learner = config, extractor, learner
         if learner.config.dim != extractor.dim:
@@ -160,12 +169,15 @@ class Daemon:
         )
         self.memory = SeqMemory(config.pending, extractor.dim)
         self.store = CheckpointStore(config.state_dir) if config.state_dir else None
+        self.journal = journal
         self.stats = Stats()
         self.notifier = notifier or Notifier()
         self.source, self.sink = source, sink
         self.seq = 0  # feature mode's counter (the windower keeps its own)
-        self._dirty = 0  # labels learned (and windows observed) since the last checkpoint
-        self._since_try = 0  # labels learned since the last checkpoint attempt
+        # Changes (labels learned, windows observed) since the last checkpoint; records
+        # replayed from the journal at start count too, so the next checkpoint holds them.
+        self._dirty = journal.replayed if journal is not None else 0
+        self._since_try = journal.replayed_labels if journal is not None else 0
         self._last_ckpt = self._last_stats = time.monotonic()
         self._stop = threading.Event()
         self._want_stats = False
@@ -211,6 +223,8 @@ class Daemon:
         finally:
             self.notifier.notify("STOPPING=1")
             self.checkpoint(final=True)
+            if self.journal is not None:
+                self.journal.close()
             self._write_stats()
             self.source.close()
             self.sink.close()
@@ -251,6 +265,8 @@ class Daemon:
             self._write_stats()
         if cfg.checkpoint_every_s and now - self._last_ckpt >= cfg.checkpoint_every_s:
             self.checkpoint()
+        if self.journal is not None:
+            self.journal.tick(now)
         self.notifier.ping(now)
 
     def _handle_all(self, items: list[Any]) -> None:
@@ -268,7 +284,7 @@ class Daemon:
                 self.stats.reject(emb)
             else:
                 self.stats.labels += 1
-                self._learn(emb, msg.label)
+                self._learn(emb, msg.label, msg.seq)
         elif isinstance(msg, Reject):
             self.stats.reject(msg.reason)
         elif isinstance(msg, Command):
@@ -284,6 +300,8 @@ class Daemon:
         """Start a new user now (see :meth:`StreamingLearner.reset_user`) and checkpoint,
         so a restart cannot bring the previous user's statistics back."""
         self.learner.reset_user()
+        if self.journal is not None:
+            self.journal.reset_user()
         self.stats.user_resets += 1
         self._dirty += 1
         self.checkpoint()
@@ -324,13 +342,15 @@ class Daemon:
         self.memory.put(seq, emb)
         if self.config.learn and self.learner.user is not None:
             self.learner.observe_one(emb)  # finite: the prediction above validated it
+            if self.journal is not None:
+                self.journal.observe(emb)
             self._dirty += 1
         if y >= 0:
             self.memory.take(seq)  # labelled now: a delayed label for it is a duplicate
             self.stats.labels += 1
-            self._learn(emb, y)
+            self._learn(emb, y, seq)
 
-    def _learn(self, emb: np.ndarray, y: int) -> None:
+    def _learn(self, emb: np.ndarray, y: int, seq: int = -1) -> None:
         if not self.config.learn:
             return
         try:
@@ -341,6 +361,8 @@ class Daemon:
         # Refresh lazily cached state (SLDA's precision) now, after the prediction went
         # out, rather than inside the next window's prediction latency.
         self.learner.head.refresh()
+        if self.journal is not None:
+            self.journal.learn(emb, y, seq)
         self.stats.learned += 1
         self._dirty += 1
         self._since_try += 1
@@ -369,6 +391,10 @@ class Daemon:
         self._dirty = 0
         self.stats.checkpoints += 1
         log.log(logging.INFO if final else logging.DEBUG, "checkpoint %s", path.name)
+        if self.journal is not None and self.store.last_sha256 is not None:
+            # Only now, with the checkpoint durable: a crash before this line leaves the
+            # old journal, whose base the new checkpoint supersedes (never replayed twice).
+            self.journal.restart(path.name, self.store.last_sha256)
 
     def snapshot(self) -> dict[str, Any]:
         """The current stats dict (DESIGN §5 keys)."""
@@ -380,6 +406,9 @@ class Daemon:
             user_windows=rep["user_windows"],
             reconnects=max(0, (src.connects if src else 0) - 1),
             dropped_out=self.sink.dropped if self.sink else 0,
+            **(
+                {"journal_bytes": j.size, "journal_errors": j.errors} if (j := self.journal) else {}
+            ),
         )
 
     def _write_stats(self) -> None:

@@ -5,8 +5,9 @@ execution providers to try, in order; the session's thread counts, spinning
 and memory-arena choice (DESIGN §9: onnxruntime's defaults hurt in a
 long-running process on a small board); the learner's memory budget; the p99
 end-to-end latency target; serial defaults; how often the daemon
-checkpoints; and, optionally, the public key every bundle must be signed with
-(``bundle_public_key``; a relative path is relative to the profile file).
+checkpoints and fsyncs its label journal; and, optionally, the public key
+every bundle must be signed with (``bundle_public_key``; a relative path is
+relative to the profile file).
 Unknown keys and out-of-range values raise :class:`~edgecl.errors.ProfileError`
 naming the file, the field, the value and the allowed range. Keys left out take
 the values of :meth:`DeviceProfile.default` (the ``x86-cpu`` profile), except
@@ -20,8 +21,8 @@ Traceback (most recent call last):
 ...
 edgecl.errors.ProfileError: profile: unknown key(s) intra_op_thread; known: allow_spinning, arch, \
 arena, baudrate, bundle_public_key, checkpoint_every_s, checkpoint_every_samples, \
-engine_cache_dir, inter_op_threads, intra_op_threads, latency_target_us, memory_budget_bytes, \
-name, providers, serial_timeout_s
+engine_cache_dir, inter_op_threads, intra_op_threads, journal_fsync_s, latency_target_us, \
+memory_budget_bytes, name, providers, serial_timeout_s
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ class DeviceProfile:
     checkpoint_every_samples: int = 1_000
     # Checkpoint at least this often while something changed, in seconds; 0 = never by time.
     checkpoint_every_s: float = 300.0
+    # fsync the label journal at most this often, in seconds (0 = after every record): a
+    # power cut loses at most this much learning; kill -9 loses at most the record in flight.
+    journal_fsync_s: float = 1.0
     # TensorRT engine cache ("~" expanded); None = no cache (engines rebuilt every start).
     engine_cache_dir: str | None = None
     # Ed25519 public key (PEM file) that bundles must be signed with; None = signatures
@@ -108,6 +112,7 @@ class DeviceProfile:
         self._float("serial_timeout_s", 0.0, 3600.0, low_open=True)
         self._int("checkpoint_every_samples", 0, 1 << 40)
         self._float("checkpoint_every_s", 0.0, 7 * 86400.0)
+        self._float("journal_fsync_s", 0.0, 3600.0)
         d = self.engine_cache_dir
         if d is not None and (not isinstance(d, str) or not d.strip() or "\0" in d):
             self._bad("engine_cache_dir", d, "a non-empty directory path, or left out")
