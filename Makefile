@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip --disable-pip-version-check -q
 DATA   ?= ../shared/data
 
-.PHONY: help install dev test test-slow lint format demo bench bench-peers bench-scaling bundle bundle-check bench-extractors eval-mnist eval-imu fuzz soak crash-test clean
+.PHONY: help install dev wheel test test-slow lint format demo bench bench-peers bench-scaling bundle bundle-check bench-extractors eval-mnist eval-imu fuzz soak crash-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -25,6 +25,10 @@ $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
 install: $(VENV)/.device  ## install edgecl (device dependencies only) into .venv
 
 dev: $(VENV)/.dev  ## install edgecl with test, lint and plot tools
+
+wheel: | $(VENV)/bin/python  ## build dist/edgecl-<version>-py3-none-any.whl (then: pip install dist/edgecl-*.whl)
+	rm -rf build/lib build/bdist.*  # setuptools builds in-tree: stale copies of deleted modules would ship
+	$(PY) -m pip --disable-pip-version-check wheel . --no-deps -w dist
 
 lint: dev  ## ruff lint + format check
 	$(PY) -m ruff check .

@@ -46,8 +46,9 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
+    # torchrun ... -m edgecl pretrain, as host/ddp.py documents it
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += ["-m", "edgecl.cli", "pretrain", *common, "--out", str(dist), "--device", "cpu"]
+    cmd += ["-m", "edgecl", "pretrain", *common, "--out", str(dist), "--device", "cpu"]
     cmd += ["--json", str(tmp_path / "ddp.json")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -84,6 +84,42 @@ def test_task_files_sequence_prints_the_matrix_and_saves(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    "strategy, flag, policy, why",
+    [
+        ("ewc", [], "freeze", "--bn-policy auto: ewc protects weights"),
+        ("si", [], "freeze", "--bn-policy auto: si protects weights"),
+        ("replay", [], "train", "--bn-policy auto: replay;"),
+        ("ewc", ["--bn-policy", "train"], "train", "(--bn-policy train)"),
+    ],
+)
+def test_bn_policy_is_printed_and_recorded(tmp_path, capsys, strategy, flag, policy, why):
+    a = write_image_npz(tmp_path / "a.npz", n_classes=3)
+    b = write_image_npz(tmp_path / "b.npz", n_classes=3, seed=4)
+    ckpt, out = tmp_path / "seq.safetensors", tmp_path / "r.json"
+    argv = ["pretrain", "--tasks", str(a), str(b), "--strategy", strategy, *flag]
+    argv += ["--epochs", "1", "--fisher-batches", "2", "--buffer-size", "20"]
+    assert main([*argv, "--out", str(ckpt), "--json", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "BatchNorm" in ln]
+    assert len(lines) == 1 and lines[0].startswith(f"edgecl pretrain: BatchNorm {policy}, ")
+    assert why in lines[0]
+    requested = flag[1] if flag else "auto"
+    r = json.loads(out.read_text())
+    assert (r["bn_policy"], r["bn_policy_requested"]) == (policy, requested)
+    assert load_checkpoint(ckpt)[1]["provenance"]["bn_policy"] == policy
+
+
+def test_bn_policy_note_says_when_the_model_has_no_batchnorm(tmp_path, capsys):
+    data = write_image_npz(tmp_path / "img.npz")
+    argv = ["pretrain", "--data", str(data), "--split-classes", "3", "--strategy", "ewc"]
+    argv += ["--no-batchnorm", "--epochs", "1", "--fisher-batches", "2", "--json", "-"]
+    assert main([*argv, *FAST]) == 0
+    captured = capsys.readouterr()
+    assert "no BatchNorm layers (--bn-policy has no effect)" in captured.err
+    assert json.loads(captured.out)["bn_policy"] == "freeze"  # resolved all the same
+
+
+@pytest.mark.parametrize(
     "extra, code, message",
     [
         (["--strategy", "ewc", "--out", "x.safetensors"], 1, "task sequence"),

@@ -24,7 +24,8 @@ from edgecl.host.strategies import (  # noqa: E402
     TaskView,
     make_strategy,
 )
-from edgecl.host.train import TrainConfig, train_tasks  # noqa: E402
+from edgecl.host.strategies.replay import last_writes  # noqa: E402
+from edgecl.host.train import TrainConfig, resolve_bn_policy, train_tasks  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -141,6 +142,39 @@ def test_bn_freeze_keeps_task_one_statistics():
     assert not torch.allclose(*stats["train"])
 
 
+AUTO_FREEZES = {"ewc", "online-ewc", "si", "mas"}  # the weight-penalty strategies (DESIGN §9)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_bn_policy_auto_freezes_for_weight_penalties_only(name):
+    strategy = make_strategy(name)
+    expected = "freeze" if name in AUTO_FREEZES else "train"
+    assert resolve_bn_policy("auto", strategy) == expected
+    for explicit in ("train", "freeze"):  # an explicit policy always wins
+        assert resolve_bn_policy(explicit, strategy) == explicit
+    assert TrainConfig().bn_policy == "auto"
+
+
+@pytest.mark.parametrize("name, kept", [("ewc", True), ("naive", False)])
+def test_bn_policy_auto_default_keeps_task_one_statistics_for_ewc(name, kept):
+    from edgecl.host.data import Task
+
+    x1, y1 = blobs(2, 40, 6, seed=0)
+    x2 = x1 + 5.0  # a shifted domain: BatchNorm statistics would move
+    t1, t2 = Task("a", x1, y1, x1, y1, (0, 1)), Task("b", x2, y1, x2, y1, (0, 1))
+    cfg = TrainConfig(epochs=1, batch_size=16, device="cpu", progress=False)  # default policy
+    torch.manual_seed(0)
+    one = build_model("mlp", (6,), 2, embed_dim=8, width=8)
+    train_tasks(one, [t1], make_strategy(name, fisher_batches=2), cfg)
+    torch.manual_seed(0)
+    two = build_model("mlp", (6,), 2, embed_dim=8, width=8)
+    res = train_tasks(two, [t1, t2], make_strategy(name, fisher_batches=2), cfg)
+    same = torch.equal(one.extractor[2].running_mean, two.extractor[2].running_mean)
+    assert same == kept
+    assert res.info["bn_policy"] == ("freeze" if kept else "train")
+    assert res.info["bn_policy_requested"] == "auto"
+
+
 def test_si_path_integral_is_lr_times_squared_gradient_for_plain_sgd():
     torch.manual_seed(0)
     net = nn.Linear(3, 2)
@@ -217,6 +251,37 @@ def test_replay_reservoir_is_uniform():
     assert abs(freq.mean() - 0.25) < 1e-9
     assert freq[:10].mean() == pytest.approx(0.25, abs=0.06)
     assert freq[-10:].mean() == pytest.approx(0.25, abs=0.06)
+
+
+@settings(max_examples=60, deadline=None)
+@given(slots=st.lists(st.integers(-1, 6), max_size=30))
+def test_replay_last_writes_names_each_slot_once_with_its_last_sample(slots):
+    dest, src = last_writes(np.array(slots, dtype=np.int64))
+    reference: dict[int, int] = {}
+    for i, s in enumerate(slots):  # the sequential loop: a later write replaces an earlier one
+        if s >= 0:
+            reference[s] = i
+    assert dest.tolist() == sorted(reference)  # unique destinations: a defined torch write
+    assert src.tolist() == [reference[s] for s in sorted(reference)]
+
+
+def _replay_devices():
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.mark.parametrize("device", _replay_devices())
+def test_replay_batch_add_equals_one_sample_at_a_time(device):
+    """Many samples of a batch draw the same slot; the batch write must equal Algorithm R's."""
+    n, capacity = 4000, 3  # after the fill, ~capacity·ln(n/capacity) ≈ 21 kept: many repeats
+    x = torch.arange(n, dtype=torch.float32, device=device)[:, None].repeat(1, 16)
+    y, tid = torch.arange(n, device=device), torch.arange(n, device=device) % 5
+    batched, single = Replay(buffer_size=capacity, seed=7), Replay(buffer_size=capacity, seed=7)
+    batched.add(x, y, tid)
+    for i in range(n):
+        single.add(x[i : i + 1], y[i : i + 1], tid[i : i + 1])
+    assert torch.equal(batched.x_, single.x_)
+    assert torch.equal(batched.y_, single.y_) and torch.equal(batched.tid_, single.tid_)
+    assert torch.equal(batched.x_[:, 0].long(), batched.y_)  # rows stay paired with labels
 
 
 def test_replay_augment_appends_buffer_samples_with_their_task_ids():

@@ -244,6 +244,30 @@ def test_head_swapped_after_load_is_caught_by_initial_learner(copy):
         b.initial_learner()
 
 
+def test_initial_learner_is_built_from_the_bytes_it_verified(copy, monkeypatch):
+    """A head swapped right after its sha256 check (a second read would see it) is not used."""
+    import edgecl.runtime.bundle as bundle_module
+    from edgecl.learner.state import load_state_bytes
+
+    b = Bundle.load(copy)
+    head = copy / "head.safetensors"
+    genuine = head.read_bytes()
+    impostor = state_bytes(StreamingLearner(LearnerConfig(dim=64, max_classes=7)))
+    real_read = bundle_module.read_regular
+
+    def read_then_swap(path, **kwargs):
+        data = real_read(path, **kwargs)
+        if Path(path).name == "head.safetensors":
+            head.write_bytes(impostor)  # same dim, valid state: only the bytes differ
+        return data
+
+    monkeypatch.setattr(bundle_module, "read_regular", read_then_swap)
+    learner = b.initial_learner()
+    assert head.read_bytes() == impostor  # the swap did happen
+    assert state_bytes(learner) == state_bytes(load_state_bytes(genuine))
+    assert state_bytes(learner) != state_bytes(load_state_bytes(impostor))
+
+
 # -- writing -------------------------------------------------------------------------
 
 

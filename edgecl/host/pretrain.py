@@ -16,7 +16,11 @@ label ids stay the dataset's, and the checkpoint records the ids under
 ``provenance.excluded_classes`` for ``edgecl export``.
 
 Task sequences print the accuracy matrix, ACC, BWT, FWT, forgetting and time,
-and ``--json`` writes the DESIGN §6 keys. The CLI flags live in
+and ``--json`` writes the DESIGN §6 keys. Before training a sequence, one line
+on stderr says which BatchNorm policy runs (``--bn-policy auto``, the default,
+keeps the task-1 statistics for ewc, online-ewc, si and mas; DESIGN §9); the
+JSON records it as ``bn_policy`` (what ran) and ``bn_policy_requested``, the
+checkpoint's provenance as ``bn_policy``. The CLI flags live in
 :mod:`edgecl.cli` (no torch there); :func:`run` receives the parsed namespace.
 """
 
@@ -25,6 +29,8 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +48,7 @@ from edgecl.host.data import (
 )
 from edgecl.host.models import build_model
 from edgecl.host.strategies import make_strategy
-from edgecl.host.train import TaskResult, TrainConfig, train_tasks
+from edgecl.host.train import TaskResult, TrainConfig, resolve_bn_policy, train_tasks
 
 __all__ = ["run"]
 
@@ -111,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
         buffer_size=args.buffer_size,
         seed=args.seed,
     )
+    bn_policy = resolve_bn_policy(args.bn_policy, strategy)
+    if len(tasks) > 1 and os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(_bn_note(args.bn_policy, bn_policy, strategy_name, model), file=sys.stderr)
     cfg = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -150,6 +159,23 @@ def run(args: argparse.Namespace) -> int:
         ddp.cleanup()
 
 
+def _bn_note(requested: str, policy: str, strategy: str, model: torch.nn.Module) -> str:
+    """The line saying which BatchNorm policy a task sequence trains with, and why."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return "edgecl pretrain: the model has no BatchNorm layers (--bn-policy has no effect)"
+    if requested != "auto":
+        why = f"--bn-policy {requested}"
+    elif policy == "freeze":
+        why = (
+            f"--bn-policy auto: {strategy} protects weights, not BatchNorm statistics; "
+            "--bn-policy train to let them drift"
+        )
+    else:
+        why = f"--bn-policy auto: {strategy}; --bn-policy freeze to keep task-1 statistics"
+    kept = "task-1 statistics kept" if policy == "freeze" else "statistics follow each task"
+    return f"edgecl pretrain: BatchNorm {policy}, {kept} ({why})"
+
+
 def _class_names(
     datas: list[TrainingData], tasks, scenario: str, split: bool, n_out: int
 ) -> list[str]:
@@ -180,7 +206,7 @@ def _meta(
             "tasks": [t.name for t in tasks],
             "scenario": scenario if len(tasks) > 1 else None,
             "strategy": strategy_name,
-            "bn_policy": args.bn_policy,
+            "bn_policy": result.info["bn_policy"],  # what ran ("auto" resolved)
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "lr": args.lr,

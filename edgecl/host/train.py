@@ -18,7 +18,11 @@ Settings (:class:`TrainConfig`) worth knowing:
   layers stay in evaluation mode, so the task-1 running statistics are kept
   and used (their affine weights still train and are protected like any other
   weight). With EWC on MNIST → Fashion-MNIST this is the difference between
-  ~0.74 and ~0.97 MNIST accuracy after task 2.
+  ~0.74 and ~0.97 MNIST accuracy after task 2. ``"auto"`` (the default):
+  ``"freeze"`` for the strategies that only protect weights (ewc, online-ewc,
+  si, mas: ``Strategy.keeps_bn_statistics``), ``"train"`` for the others,
+  whose old-task data (replay, joint) or outputs (lwf) reach the statistics
+  anyway, or which protect nothing (naive); see :func:`resolve_bn_policy`.
 * the optimiser is Adam (or SGD), created afresh for each task.
 * ``device`` — CUDA when available unless forced; on CUDA the forward pass
   runs under autocast (bfloat16 where supported, else float16 with a gradient
@@ -57,9 +61,17 @@ from edgecl.host import ddp
 from edgecl.host.data import SCENARIOS, Task, n_outputs
 from edgecl.host.strategies.base import Strategy, TaskView, masked
 
-__all__ = ["BN_POLICIES", "TaskResult", "TrainConfig", "evaluate", "resolve_device", "train_tasks"]
+__all__ = [
+    "BN_POLICIES",
+    "TaskResult",
+    "TrainConfig",
+    "evaluate",
+    "resolve_bn_policy",
+    "resolve_device",
+    "train_tasks",
+]
 
-BN_POLICIES = ("train", "freeze")
+BN_POLICIES = ("auto", "train", "freeze")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -72,7 +84,7 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str = "adam"  # "adam" | "sgd"; a fresh one per task
     scenario: str = "domain-il"  # task-il masks logits to the task's classes
-    bn_policy: str = "train"  # "freeze": BatchNorm in eval mode from task 2 on (DESIGN §9)
+    bn_policy: str = "auto"  # "freeze": BatchNorm in eval mode from task 2 on (DESIGN §9)
     seed: int = 0  # weights, batch order, sampled Fisher labels
     device: str | None = None  # None: cuda when available, else cpu
     amp: bool | None = None  # None: on for CUDA, off on CPU
@@ -151,6 +163,22 @@ def resolve_device(name: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device = {name!r}: CUDA is not available here (use --device cpu)")
     return dev
+
+
+def resolve_bn_policy(policy: str, strategy: Strategy) -> str:
+    """The BatchNorm policy that runs: ``policy``, or for ``"auto"`` the strategy's choice.
+
+    >>> from edgecl.host.strategies import make_strategy
+    >>> [resolve_bn_policy("auto", make_strategy(name)) for name in ("ewc", "si", "replay")]
+    ['freeze', 'freeze', 'train']
+    >>> resolve_bn_policy("train", make_strategy("ewc"))
+    'train'
+    """
+    if policy not in BN_POLICIES:
+        raise ConfigError(f"bn_policy = {policy!r}: must be one of {', '.join(BN_POLICIES)}")
+    if policy != "auto":
+        return policy
+    return "freeze" if strategy.keeps_bn_statistics else "train"
 
 
 def set_bn_eval(model: nn.Module) -> None:
@@ -244,6 +272,7 @@ def train_tasks(
     The model is moved to the training device and left there, in eval mode.
     """
     device = resolve_device(cfg.device)
+    bn_policy = resolve_bn_policy(cfg.bn_policy, strategy)
     info = ddp.init(device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -307,7 +336,7 @@ def train_tasks(
             for x, y, tid in _batches(parts, cfg.batch_size, rng, device, info):
                 t0 = time.perf_counter()
                 net.train()
-                if t > 0 and cfg.bn_policy == "freeze":
+                if t > 0 and bn_policy == "freeze":
                     set_bn_eval(net)
                 x, y, tid = strategy.augment(x, y, tid)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
@@ -344,7 +373,8 @@ def train_tasks(
         info={
             "strategy": strategy.name,
             "scenario": cfg.scenario,
-            "bn_policy": cfg.bn_policy,
+            "bn_policy": bn_policy,  # what ran; "auto" resolved
+            "bn_policy_requested": cfg.bn_policy,
             "device": str(device),
             "world_size": info.world_size,
         },

@@ -21,8 +21,9 @@ right format and version with every required key; every file it names must be
 a plain file name inside the bundle directory (no absolute path, no ``..``,
 no separator, no symlink leading out), and each file's sha256 must match. Any
 failure raises :class:`~edgecl.errors.BundleError` naming the path and the
-problem. The head state is verified again, byte for byte, by the learner's own
-state loader when :meth:`Bundle.initial_learner` reads it.
+problem. :meth:`Bundle.extractor` and :meth:`Bundle.initial_learner` read their
+file once more, check its sha256 again and build from the bytes they checked;
+the head is verified once more, byte for byte, by the learner's own state loader.
 
 When a public key is configured (the ``public_key`` argument or
 ``$EDGECL_BUNDLE_PUBKEY``), ``manifest.sig`` must hold a valid Ed25519
@@ -269,14 +270,19 @@ class Bundle:
         )
 
     def initial_learner(self) -> StreamingLearner | None:
-        """The learner state fitted at export (``head.safetensors``), or None."""
+        """The learner state fitted at export (``head.safetensors``), or None.
+
+        As for the model, the head's bytes are read and hashed again, and the
+        learner is built from those very bytes: a file swapped between the hash
+        and a second read cannot slip in.
+        """
         if self.head_path is None:
             return None
-        from edgecl.learner.state import load_state
+        from edgecl.learner.state import load_state_bytes
 
-        self._verify_file("head")
+        raw = self._verify_file("head")
         try:
-            learner = load_state(self.head_path)
+            learner = load_state_bytes(raw, str(self.head_path))
         except StateFileError as exc:
             raise BundleError(f"{exc} (the bundle's initial learner state)") from None
         if learner.config.dim != self.embedding_dim:

@@ -98,6 +98,9 @@ class Strategy:
     """
 
     name = "naive"
+    #: ``bn_policy="auto"`` keeps the task-1 BatchNorm statistics for this strategy
+    #: (DESIGN §9): True for penalties on weights, which leave the statistics unprotected.
+    keeps_bn_statistics = False
 
     def train_on(self, t: int) -> range:
         """Indices of the tasks whose training data task ``t`` trains on."""

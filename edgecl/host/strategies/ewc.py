@@ -108,6 +108,7 @@ class EWC(Strategy):
     """
 
     name = "ewc"
+    keeps_bn_statistics = True  # a weight penalty: BatchNorm statistics would drift
 
     def __init__(
         self,

@@ -36,6 +36,7 @@ class MAS(Strategy):
     """
 
     name = "mas"
+    keeps_bn_statistics = True  # a weight penalty: BatchNorm statistics would drift
 
     def __init__(self, mas_lambda: float = 1.0, fisher_batches: int = 300) -> None:
         if mas_lambda < 0 or fisher_batches < 1:

@@ -17,7 +17,24 @@ from torch import nn
 from edgecl.errors import ConfigError
 from edgecl.host.strategies.base import Batch, Strategy, TaskView
 
-__all__ = ["Replay"]
+__all__ = ["Replay", "last_writes"]
+
+
+def last_writes(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(dest, src)``: each slot once, with the last sample ``i`` that drew it (``slots[i]``).
+
+    Samples with slot ``-1`` were not kept. A batch may draw one slot twice, and
+    torch leaves ``buf[dest] = x`` with repeated ``dest`` undefined (on CUDA any
+    of the writes may win), so the repeats are resolved here: the later sample
+    wins, as in the one-sample-at-a-time Algorithm R.
+
+    >>> last_writes(np.array([2, -1, 0, 2, 0, 1]))
+    (array([0, 1, 2]), array([4, 5, 3]))
+    """
+    kept = np.flatnonzero(slots >= 0)
+    backwards = kept[::-1]
+    dest, first = np.unique(slots[backwards], return_index=True)
+    return dest, backwards[first]
 
 
 class Replay(Strategy):
@@ -72,11 +89,10 @@ class Replay(Strategy):
                 if j < self.buffer_size:
                     slots[i] = j
             self._seen += 1
-        keep = np.flatnonzero(slots >= 0)
-        if keep.size:
-            # Later samples of the batch win a slot drawn twice, as in the sequential loop.
-            dest = torch.as_tensor(slots[keep], device=x.device)
-            src = torch.as_tensor(keep, device=x.device)
+        dest_np, src_np = last_writes(slots)
+        if dest_np.size:
+            dest = torch.as_tensor(dest_np, device=x.device)
+            src = torch.as_tensor(src_np, device=x.device)
             self.x_[dest] = x[src].to(self.x_.dtype)
             self.y_[dest] = y[src]
             self.tid_[dest] = tid[src]

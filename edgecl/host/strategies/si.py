@@ -34,6 +34,7 @@ class SI(Strategy):
     """
 
     name = "si"
+    keeps_bn_statistics = True  # a weight penalty: BatchNorm statistics would drift
 
     def __init__(self, si_c: float = 1.0, xi: float = 0.1) -> None:
         if si_c < 0 or xi <= 0:
