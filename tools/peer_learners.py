@@ -12,13 +12,13 @@ Families:
 * ``edgecl`` — :class:`edgecl.StreamingLearner` with the README's head settings
   (``tools/report_eval.py`` ROWS). edgecl's own input validation (float64
   conversion, shape and finiteness checks) is inside its timed calls.
-* ``torch`` — the honest torch equivalent of edgecl's softmax head: a linear
-  layer (zero init, like edgecl), ``torch.optim.SGD`` on the new sample plus
-  ``replay_k`` distinct samples of a float16 reservoir buffer (Algorithm R),
-  EWC++ (running diagonal Fisher from the step's gradient, penalty gradient
-  ``λF(θ−θ*)``), anchors refreshed by the same task-free plateau trigger edgecl
-  uses; plus Avalanche 0.6.0's ``StreamingLDA.fit``/``predict`` transcribed
-  (Avalanche itself cannot be imported here: see :func:`avalanche_status`).
+* ``torch`` — edgecl's softmax head as the same algorithm in torch
+  (:class:`TorchSoftmax`: a zero-initialised linear layer, ``torch.optim.SGD``
+  on the new sample plus ``replay_k`` distinct rows of a float16 reservoir
+  buffer, EWC++ with the new sample's Fisher and the proximal step, edgecl's
+  task-free plateau trigger; tested equal to edgecl on a fixed stream), plus
+  Avalanche 0.6.0's ``StreamingLDA.fit``/``predict`` transcribed (Avalanche
+  itself cannot be imported here: see :func:`avalanche_status`).
 * ``river`` / ``sklearn`` — their online classifiers, default settings except
   where noted (KNN window = edgecl's 1000 replay slots).
 """
@@ -84,36 +84,71 @@ class EdgeclLearner:
 
 
 class TorchSoftmax:
-    """Per-sample torch SGD on a linear softmax layer with latent replay and EWC++."""
+    """edgecl's softmax + replay + EWC++ update, written in torch as a torch user would.
+
+    The same algorithm as :class:`edgecl.learner.heads.SoftmaxHead`, step for step:
+
+    * ``torch.optim.SGD`` (edgecl's ``lr`` and ``weight_decay``) on the mean
+      cross-entropy of the new sample plus ``replay_k`` *distinct* rows of the
+      float16 reservoir buffer (Algorithm R), drawn by Floyd's algorithm as
+      edgecl draws them (k draws, not a permutation of the whole buffer); the
+      logits of classes never seen are masked to −inf;
+    * the running Fisher ``F ← γF + (1−γ)g₀²`` from the *new sample's* squared
+      gradient only, ``g₀² = (p₀ − onehot)² ⊗ [x | 1]²`` (replayed rows are not in it),
+      updated before the step;
+    * EWC as the proximal step after SGD, ``θ ← (θ' + ηλFθ*) / (1 + ηλF)``;
+    * anchors refreshed by edgecl's own task-free plateau trigger on the new
+      sample's cross-entropy before the step.
+
+    Only the generators differ (torch's instead of numpy's): :meth:`_choose` and
+    :meth:`_slot` are the two places randomness enters, so a test can feed both
+    learners the same draws. ``dtype`` is float32 for the benchmark (torch's
+    default); float64 reproduces edgecl to rounding.
+    """
 
     def __init__(
-        self, dim: int, n_classes: int, seed: int, replay_k: int, ewc_lambda: float
+        self,
+        dim: int,
+        n_classes: int,
+        seed: int,
+        replay_k: int,
+        ewc_lambda: float,
+        *,
+        slots: int = SLOTS,
+        dtype: str = "float32",
+        **settings: Any,
     ) -> None:
         import torch
 
         self.torch = torch
-        cfg = LearnerConfig(dim=dim, max_classes=n_classes, head="softmax", seed=seed)
-        self.k, self.lam = replay_k, ewc_lambda
+        cfg = LearnerConfig(
+            dim=dim, max_classes=n_classes, head="softmax", seed=seed, replay_k=replay_k, **settings
+        )
+        self.k, self.lam, self.lr = replay_k, ewc_lambda, cfg.lr
+        self.dtype = getattr(torch, dtype)
         self.gen = torch.Generator().manual_seed(seed)
-        self.lin = torch.nn.Linear(dim, n_classes)
+        self.lin = torch.nn.Linear(dim, n_classes, dtype=self.dtype)
         torch.nn.init.zeros_(self.lin.weight)
         torch.nn.init.zeros_(self.lin.bias)
         self.params = list(self.lin.parameters())
-        self.opt = torch.optim.SGD(self.params, lr=cfg.lr)
+        self.opt = torch.optim.SGD(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.seen = torch.zeros(n_classes, dtype=torch.bool)
-        cap = SLOTS if replay_k else 0
-        self.buf_x = torch.zeros(cap, dim, dtype=torch.float16)
+        cap = slots if replay_k else 0
+        self.buf_x = torch.zeros(cap, dim, dtype=getattr(torch, cfg.buffer_dtype))
         self.buf_y = torch.zeros(cap, dtype=torch.long)
         self.stored = self.offered = 0
-        self.fisher = [torch.zeros_like(p) for p in self.params]
+        self.fisher = [torch.zeros_like(p) for p in self.params]  # [F_W, F_b]
         self.anchor = [torch.zeros_like(p) for p in self.params]
         self.anchored = False
+        self.consolidations = 0
         self.fisher_steps = 0
         self.decay = cfg.fisher_decay
         # Only its task-free plateau trigger is used: the Fisher itself lives in torch.
         self.trigger = OnlineFisher(
             (1,),
             lam=0.0,
+            consolidate_every=cfg.consolidate_every,
+            on_plateau=cfg.consolidate_on_plateau,
             window=cfg.loss_window,
             peak_ratio=cfg.peak_ratio,
             plateau_tol=cfg.plateau_tol,
@@ -125,58 +160,92 @@ class TorchSoftmax:
     def learn_one(self, x: Any, y: int) -> None:
         torch = self.torch
         self.seen[y] = True
+        x = x.to(self.dtype)
         xb, yb = x[None, :], torch.tensor([y])
-        if self.stored and self.k:
-            idx = torch.randperm(self.stored, generator=self.gen)[: self.k]
-            xb = torch.cat([xb, self.buf_x[idx].float()])
+        idx = self._choose(self.k)
+        if idx:
+            xb = torch.cat([xb, self.buf_x[idx].to(self.dtype)])
             yb = torch.cat([yb, self.buf_y[idx]])
         logits = self.lin(xb).masked_fill(~self.seen, float("-inf"))
         ce = torch.nn.functional.cross_entropy(logits, yb, reduction="none")
         self.opt.zero_grad()
         ce.mean().backward()
-        if self.lam:
-            with torch.no_grad():
-                first = self.fisher_steps == 0
-                for p, f, a in zip(self.params, self.fisher, self.anchor, strict=True):
-                    if first:
-                        f.copy_(p.grad * p.grad)
-                    else:
-                        f.mul_(self.decay).addcmul_(p.grad, p.grad, value=1.0 - self.decay)
-                    if self.anchored:
-                        p.grad.add_(self.lam * f * (p - a))
+        with torch.no_grad():
+            if self.lam:
+                # ∂CE(x₀)/∂logits = p₀ − onehot; its square times [x | 1]² is g₀².
+                g2 = torch.softmax(logits[0], 0)
+                g2[y] -= 1.0
+                g2.square_()
+                fw, fb = self.fisher
+                if self.fisher_steps == 0:
+                    torch.outer(g2, x * x, out=fw)
+                    fb.copy_(g2)
+                else:
+                    fw.mul_(self.decay).addr_(g2, x * x, alpha=1.0 - self.decay)
+                    fb.mul_(self.decay).add_(g2, alpha=1.0 - self.decay)
                 self.fisher_steps += 1
-        self.opt.step()
-        if self.lam and self.trigger.observe_loss(float(ce.detach()[0])):
+            self.opt.step()
+            if self.anchored:
+                for p, f, a in zip(self.params, self.fisher, self.anchor, strict=True):
+                    k = f * (self.lr * self.lam)
+                    p.add_(k * a).div_(k + 1.0)
+        if self.lam and self.trigger.observe_loss(float(ce[0].detach())):
             with torch.no_grad():
                 for p, a in zip(self.params, self.anchor, strict=True):
                     a.copy_(p)
             self.anchored = True
+            self.consolidations += 1
         self._store(x, y)
 
-    def _store(self, x: Any, y: int) -> None:
+    def _choose(self, k: int) -> list[int]:
+        """``min(k, stored)`` distinct buffer rows, every subset equally likely (Floyd)."""
+        n = self.stored
+        k = min(k, n)
+        if k <= 0:
+            return []
+        u = self.torch.rand(k, generator=self.gen, dtype=self.torch.float64).tolist()
+        chosen: list[int] = []
+        for i, r in enumerate(u):
+            j = n - k + i
+            t = int(r * (j + 1))
+            chosen.append(j if t in chosen else t)
+        return chosen
+
+    def _slot(self) -> int:
+        """Algorithm R: the slot of the ``offered``-th item, or -1 if it is not kept."""
         cap = self.buf_y.shape[0]
-        if not cap:
+        if self.stored < cap:
+            return self.stored
+        j = int(self.torch.randint(self.offered, (1,), generator=self.gen))
+        return j if j < cap else -1
+
+    def _store(self, x: Any, y: int) -> None:
+        if not self.buf_y.shape[0]:
             return
         self.offered += 1
-        if self.stored < cap:
-            slot, self.stored = self.stored, self.stored + 1
-        else:
-            slot = int(self.torch.randint(self.offered, (1,), generator=self.gen))
-        if slot < cap:
+        slot = self._slot()
+        if slot >= 0:
             self.buf_x[slot], self.buf_y[slot] = x, y
+            self.stored = max(self.stored, slot + 1)
 
     def predict_one(self, x: Any) -> int:
         if not bool(self.seen.any()):
             return -1
         with self.torch.no_grad():
-            return int(self.lin(x).masked_fill(~self.seen, float("-inf")).argmax())
+            s = self.lin(x.to(self.dtype)).masked_fill(~self.seen, float("-inf"))
+            return int(s.argmax())
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         if not bool(self.seen.any()):
             return np.full(len(X), -1)
         with self.torch.no_grad():
-            s = self.lin(self.torch.from_numpy(X)).masked_fill(~self.seen, float("-inf"))
-            return s.argmax(dim=1).numpy()
+            s = self.lin(self.torch.from_numpy(X).to(self.dtype))
+            return s.masked_fill(~self.seen, float("-inf")).argmax(dim=1).numpy()
+
+    def theta(self) -> np.ndarray:
+        """``[W | b]`` as edgecl lays out ``theta_`` (float64)."""
+        w, b = (p.detach().double().numpy() for p in self.params)
+        return np.hstack([w, b[:, None]])
 
     def memory(self) -> tuple[int, str]:
         ts = [*self.params, *self.fisher, *self.anchor, self.buf_x, self.buf_y, self.seen]

@@ -6,6 +6,12 @@ penalty ``λ/2 · Σ F (θ − θ*)²`` weighted by the diagonal Fisher ``F``. E
 running Fisher ``F ← γF + (1−γ)g²`` instead of one per task, which is what a
 device with no task boundaries needs.
 
+The learner applies the penalty as a proximal (implicit) step after its SGD
+step θ': ``θ ← argmin ‖θ − θ'‖²/2η + λ/2 · Σ F (θ − θ*)² = (θ' + ηλF θ*) / (1 + ηλF)``
+(:meth:`OnlineFisher.proximal_step`). To first order in ηλF it is the gradient
+step ``θ' − ηλF(θ' − θ*)``; unlike that step it never overshoots the anchor,
+however stiff the penalty (ηλF > 2).
+
 Without task boundaries, *when* to refresh the anchors is the question.
 Two triggers, both optional:
 
@@ -13,18 +19,20 @@ Two triggers, both optional:
 * when the training loss plateaus after a peak (Aljundi, Kelchtermans &
   Tuytelaars 2019, "Task-free continual learning"): the loss is averaged over
   non-overlapping windows; a window mean ``peak_ratio`` above the reference
-  marks a peak (the data changed); the next window that no longer falls by more
-  than ``plateau_tol`` is a plateau (the new data is learned) and consolidates.
+  marks a peak (the data changed; the first window counts as one: the first
+  data is the first "task"). A plateau is a window that no longer falls by more
+  than ``plateau_tol`` *after* one that did (the new data was being learned and
+  now is), and it consolidates. A loss that never falls after its peak — a flat
+  loss, or data the model cannot learn — never consolidates.
 
 >>> import numpy as np
 >>> f = OnlineFisher((2, 3), lam=2.0, decay=0.5)
->>> theta = np.zeros((2, 3))
->>> f.update(np.ones((2, 3)))  # the first update sets F (no decay toward 0)
->>> f.consolidate(theta)
->>> float(f.penalty(theta))
-0.0
->>> float(f.penalty(theta + 1.0))  # λ/2 · Σ 1·1² over 6 entries
-6.0
+>>> f.update_outer(np.ones(2), np.ones(3))  # the first update sets F (no decay toward 0)
+>>> f.consolidate(np.zeros((2, 3)))
+>>> theta = np.full((2, 3), 3.0)
+>>> f.proximal_step(theta, 0.5)  # (3 + ηλF·0) / (1 + ηλF) with ηλF = 0.5 · 2 · 1
+>>> theta[0].tolist()
+[1.5, 1.5, 1.5]
 """
 
 from __future__ import annotations
@@ -85,7 +93,8 @@ class OnlineFisher:
         self._fill = 0  # losses in the current window
         self._ref = -1.0  # reference window mean (last plateau); <0 = none yet
         self._prev = -1.0  # previous window mean
-        self._peak = False
+        self._peak = False  # a peak was seen: wait for the loss to fall
+        self._falling = False  # after the peak, a window fell: the next flat one is a plateau
         self.consolidations = 0
 
     @staticmethod
@@ -102,21 +111,13 @@ class OnlineFisher:
         """True once :meth:`consolidate` has been called (the penalty is active)."""
         return self._anchored
 
-    # -- Fisher and penalty --------------------------------------------------
-    def update(self, sq_grad: np.ndarray) -> None:
-        """Fold one squared gradient (or its expectation) into the running Fisher."""
-        if self._n_updates == 0:
-            self.fisher_[...] = sq_grad  # no decay toward the zero initialisation
-        else:
-            self.fisher_ *= self.decay
-            self.fisher_ += (1.0 - self.decay) * sq_grad
-        self._n_updates += 1
-
+    # -- Fisher and proximal step -------------------------------------------
     def update_outer(self, u: np.ndarray, v: np.ndarray) -> None:
-        """:meth:`update` with the squared gradient given as an outer product ``u vᵀ``.
+        """Fold one squared gradient, given as the outer product ``u vᵀ``, into the Fisher.
 
-        Saves the softmax head a temporary: its squared gradient is always
-        ``(∂L/∂logits)² ⊗ [x | 1]²``.
+        ``F ← γF + (1−γ) u vᵀ`` (the first update sets ``F = u vᵀ``: no decay toward
+        the zero initialisation). A linear softmax layer's squared gradient is always
+        ``(∂L/∂logits)² ⊗ [x | 1]²``, so the head never forms it.
         """
         if self._n_updates == 0:
             np.outer(u, v, out=self.fisher_)
@@ -131,18 +132,18 @@ class OnlineFisher:
         self._anchored = True
         self.consolidations += 1
 
-    def penalty(self, theta: np.ndarray) -> float:
-        """``λ/2 · Σ F (θ − θ*)²`` (0 before the first consolidation)."""
-        if not self._anchored:
-            return 0.0
-        d = theta - self.anchor_
-        return 0.5 * self.lam * float(np.sum(self.fisher_ * d * d))
+    def proximal_step(self, theta: np.ndarray, lr: float) -> None:
+        """Pull ``theta`` toward the anchors in place: ``θ ← (θ + ηλF θ*) / (1 + ηλF)``.
 
-    def gradient(self, theta: np.ndarray) -> np.ndarray:
-        """``∂ penalty / ∂θ = λ F (θ − θ*)``."""
+        The minimiser of ``‖θ − θ'‖²/2η + λ/2 · Σ F (θ − θ*)²`` for ``θ' = theta``,
+        ``η = lr``. No-op before the first consolidation.
+        """
         if not self._anchored:
-            return np.zeros_like(self.fisher_)
-        return self.lam * self.fisher_ * (theta - self.anchor_)
+            return
+        k = self.fisher_ * (lr * self.lam)
+        theta += k * self.anchor_
+        k += 1.0
+        theta /= k
 
     # -- task-free trigger ---------------------------------------------------
     def observe_loss(self, loss: float) -> bool:
@@ -159,16 +160,20 @@ class OnlineFisher:
             return False
         self._fill = 0
         mean = float(self.losses_.mean())
+        falls = self._prev >= 0 and mean < (1.0 - self.plateau_tol) * self._prev
         fire = False
         if self._ref < 0:
             # The first window is the first data: learning it is the first "task".
             self._ref, self._peak = mean, True
-        elif not self._peak and mean > (1.0 + self.peak_ratio) * self._ref:
-            self._peak = True
-        elif self._peak and self._prev >= 0 and mean >= (1.0 - self.plateau_tol) * self._prev:
-            fire, self._peak, self._ref = True, False, mean
         elif not self._peak:
-            self._ref = min(self._ref, mean)
+            if mean > (1.0 + self.peak_ratio) * self._ref:
+                self._peak = True
+            else:
+                self._ref = min(self._ref, mean)
+        elif falls:
+            self._falling = True
+        elif self._falling:
+            fire, self._peak, self._falling, self._ref = True, False, False, mean
         self._prev = mean
         return fire
 
@@ -185,6 +190,7 @@ class OnlineFisher:
             "ref": self._ref,
             "prev": self._prev,
             "peak": self._peak,
+            "falling": self._falling,
             "consolidations": self.consolidations,
         }
 
@@ -202,6 +208,8 @@ class OnlineFisher:
             self._ref = float(counters["ref"])
             self._prev = float(counters["prev"])
             self._peak = bool(counters["peak"])
+            # Absent from states saved before the detector required a fall after the peak.
+            self._falling = bool(counters.get("falling", False))
             self.consolidations = int(counters["consolidations"])
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFileError(f"fisher counters are invalid: {exc}") from None

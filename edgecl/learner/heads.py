@@ -484,7 +484,7 @@ class SoftmaxHead(_Head):
         Returns the cross-entropy of the new sample before the step (the
         prequential loss the plateau detector watches). When ``fisher`` is given,
         its running Fisher is updated from the new sample and, once anchored,
-        the step is pulled toward the anchors by the EWC penalty.
+        the step is pulled toward the anchors (:meth:`OnlineFisher.proximal_step`).
         """
         Xb, Y = self._xb[:m], self._yb[:m]
         y0 = int(Y[0])
@@ -511,14 +511,10 @@ class SoftmaxHead(_Head):
         if self.weight_decay:
             step += (self.lr * self.weight_decay) * self.theta_
         self.theta_ -= step
-        if fisher is not None and fisher.anchored:
-            # The EWC term is applied as a proximal (implicit) step: the minimiser of
-            # ‖θ−θ'‖²/2η + λ/2·F(θ−θ*)². It equals the gradient step for small ηλF and,
-            # unlike it, never overshoots the anchor when ηλF > 2 (stiff, large-λ EWC).
-            k = fisher.fisher_ * (self.lr * fisher.lam)
-            self.theta_ += k * fisher.anchor_
-            k += 1.0
-            self.theta_ /= k
+        if fisher is not None:
+            # The EWC term as a proximal (implicit) step: the gradient step for small
+            # ηλF, and unlike it never overshooting the anchor when ηλF > 2 (stiff EWC).
+            fisher.proximal_step(self.theta_, self.lr)
         return loss
 
 
