@@ -118,6 +118,55 @@ def test_default_budget_grows_for_wide_data(capsys, tmp_path):
     assert out["memory"]["buffer_capacity"] >= 1000
 
 
+def test_random_features_on_imu_features(capsys):
+    out = run_json(capsys, "--random-features", "32", "--limit", "10", "--seed", "3")
+    check_ranges(out, 4)
+    rf = out["random_features"]
+    assert out["config"]["dim"] == 32
+    assert {k: rf[k] for k in ("kind", "m", "seed", "input_dim")} == {
+        "kind": "rff", "m": 32, "seed": 3, "input_dim": 72,
+    }  # fmt: skip
+    assert rf["gamma"] > 0 and rf["gamma_source"] == (
+        "median heuristic on the first 40 training samples"
+    )
+    rc = main(
+        ["eval", "--random-features", "16", "--gamma", "0.5", "--limit", "5", "--no-progress"]
+    )
+    text = capsys.readouterr().out
+    assert rc == 0 and "random features: rff 72 → 16, seed 0, gamma 0.5 (given)" in text
+
+
+def test_random_features_on_pixels_and_embeddings(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    p = tmp_path / "tiny.npz"
+    y = np.arange(120) % 4
+    x = (rng.random((120, 6, 6)) * 60).astype(np.uint8)
+    for c in range(4):
+        x[y == c, c, :] = 255
+    np.savez(p, x_train=x[:80], y_train=y[:80], x_test=x[80:], y_test=y[80:])
+    out = run_json(capsys, "--data", str(p), "--random-features", "64", "--head", "slda")
+    assert out["random_features"]["input_dim"] == 36 and out["avg_accuracy"] > 0.9
+    # With a bundle the default stage is the random ReLU projection of its embedding.
+    out = run_json(capsys, "--bundle", "default", "--random-features", "24", "--limit", "5")
+    assert out["random_features"]["kind"] == "relu" and out["random_features"]["gamma"] is None
+    assert out["random_features"]["input_dim"] == 64 and out["config"]["dim"] == 24
+
+
+@pytest.mark.parametrize(
+    "argv,code,message",
+    [
+        (["--kind", "rff"], 2, "--kind applies with --random-features"),
+        (["--gamma", "0.1"], 2, "--gamma applies with --random-features"),
+        (["--scenario", "new-user", "--random-features", "8"], 2, "not new-user"),
+        (["--random-features", "8", "--kind", "relu", "--gamma", "1"], 1, "to --kind rff"),
+        (["--random-features", "0"], 1, "m = 0"),
+    ],
+)
+def test_random_features_errors(capsys, argv, code, message):
+    rc = main(["eval", *argv, "--limit", "5", "--no-progress"])
+    assert rc == code and message in capsys.readouterr().err
+
+
 def test_plot(capsys, tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "r.png"

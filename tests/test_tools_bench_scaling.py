@@ -18,6 +18,7 @@ benchkit = import_tool("benchkit")
 
 TINY = ["--dims", "8", "16", "32", "--classes", "2", "5", "--slots", "10", "40", "--n", "30"]
 TINY += ["--warmup", "5", "--base-dim", "16", "--base-classes", "3", "--base-slots", "20"]
+TINY += ["--ms", "8", "24"]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_json_schema_and_finite_numbers(report: dict) -> None:
     assert set(report) == {"machine", "settings", "results", "slopes", "seconds"}
     assert report["settings"]["base"] == {"dim": 16, "classes": 3, "slots": 20}
     rows = report["results"]
-    assert len(rows) == (3 + 2 + 2) * len(scaling.HEADS)
+    assert len(rows) == (3 + 2 + 2 + 2) * len(scaling.HEADS)
     for r in rows:
         assert r["axis"] in scaling.AXES and r["head"] in scaling.HEADS
         for key in ("learn_us", "predict_us"):
@@ -56,7 +57,8 @@ def test_state_bytes_are_the_planned_budget(report: dict) -> None:
     """Every configuration is budgeted to exactly its head, Fisher and ``slots`` slots
     (softmax); NCM and SLDA own no buffer, whatever ``slots`` says."""
     for r in report["results"]:
-        cfg = benchkit.config_for(r["dim"], r["classes"], r["slots"], **scaling.HEADS[r["head"]])
+        dim = r.get("m", r["dim"])  # axis m: the learner sees the stage's M features
+        cfg = benchkit.config_for(dim, r["classes"], r["slots"], **scaling.HEADS[r["head"]])
         plan = plan_budget(cfg)
         replays = cfg.head == "softmax"
         assert plan["buffer_capacity"] == (r["slots"] if replays else 0) == r["buffer_capacity"]
@@ -73,6 +75,18 @@ def test_state_bytes_are_the_planned_budget(report: dict) -> None:
                 assert len(set(sb)) == 1, (axis, head, sb)
             else:
                 assert sb == sorted(sb) and sb[0] < sb[-1], (axis, head, sb)
+
+
+def test_m_axis_puts_a_stage_before_the_head(report: dict) -> None:
+    rows = [r for r in report["results"] if r["axis"] == "m"]
+    assert sorted({r["m"] for r in rows}) == [8, 24] and all(r["dim"] == 16 for r in rows)
+    assert all(0 < r["stage_us"]["p50"] <= r["stage_us"]["p99"] for r in rows)
+    assert all("m" not in r for r in report["results"] if r["axis"] != "m")
+    slda = {r["m"]: r["state_bytes"] for r in rows if r["head"] == "slda"}
+    plain = {r["dim"]: r["state_bytes"] for r in report["results"] if r["axis"] == "dim"
+             and r["head"] == "slda"}  # fmt: skip
+    assert slda[8] == plain[8]  # the stage costs the learner nothing but its width
+    assert "stage µs" in scaling.table(report["results"], "m")
 
 
 def test_state_bytes_exponents(report: dict) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How learn_one / predict_one time and state bytes grow with dim, classes and buffer size.
+"""How learn_one / predict_one time and state bytes grow with dim, classes, buffer size and M.
 
 One axis at a time moves from a base point (dim 128, 10 classes, 1000 replay
 slots), for every head: a synthetic class-incremental Gaussian stream
@@ -8,6 +8,14 @@ untimed samples first, then ``--n`` timed ones. The learner's budget holds the
 head, the Fisher (softmax+replay+ewc) and exactly ``slots`` buffer slots for
 the softmax heads; NCM and SLDA own no buffer (they never replay), so the
 slots axis leaves their memory and time flat.
+
+The ``m`` axis puts a random-feature stage (``rff``,
+:mod:`edgecl.runtime.random_features`, γ by the median heuristic on the first
+samples) of ``M`` features between the base-dim stream and the head, so the
+learner's dim is ``M``; the stage's own time per sample (``stage_us``, the
+numpy definition in float64 — the device runs it inside the ONNX graph) is
+reported beside. Accuracy is not measured here (``edgecl eval
+--random-features M`` measures it).
 
 Expected per-sample costs (d = dim, C = classes, k = replay_k):
 
@@ -20,6 +28,7 @@ Expected per-sample costs (d = dim, C = classes, k = replay_k):
   the Fisher and the proximal EWC step.
 * the buffer — O(1) per add and O(k) per replay draw, whatever its size; it
   only costs memory, O(slots·d).
+* the m axis — the head's costs above with d = M, plus the stage's O(dim·M).
 
 The fitted slope of log(time) against log(axis) over the upper half of each
 axis is printed as the empirical exponent.
@@ -56,6 +65,7 @@ AXES: dict[str, list[int]] = {
     "dim": [32, 64, 128, 256, 512, 1024],
     "classes": [10, 30, 100, 300, 1000],
     "slots": [100, 1000, 10_000, 100_000],
+    "m": [256, 512, 1024, 2048, 4096],
 }
 
 
@@ -68,15 +78,21 @@ def measure(
     warmup: int,
     seed: int = 0,
     repeats: int = 1,
+    m: int | None = None,
 ) -> dict[str, Any]:
     """Time ``n`` prequential predict_one + learn_one calls of one configuration.
 
     With ``repeats`` > 1 the pass runs again on a fresh learner and, for learn
     and predict separately, the pass with the lowest p50 is kept (the one least
-    disturbed by other processes).
+    disturbed by other processes). With ``m`` the stream goes through an ``rff``
+    stage of ``m`` features first (the learner's dim is ``m``) and the stage's
+    time per sample is reported as ``stage_us``.
     """
-    cfg = benchkit.config_for(dim, classes, slots, seed, **HEADS[head])
     X, Y = benchkit.gaussian_stream(warmup + n, dim, classes, seed)
+    stage_us = None
+    if m is not None:
+        X, stage_us = _stage(X, m, warmup, seed)
+    cfg = benchkit.config_for(X.shape[1], classes, slots, seed, **HEADS[head])
     rows, labels = list(X), Y.tolist()
     clock = time.perf_counter_ns
     learn, predict = [], []
@@ -94,7 +110,7 @@ def measure(
         learn.append(benchkit.summary_us(t_learn[warmup:]))
         predict.append(benchkit.summary_us(t_pred[warmup:]))
     mem = lr.memory_report()
-    return {
+    out = {
         "head": head,
         "dim": dim,
         "classes": classes,
@@ -104,6 +120,25 @@ def measure(
         "state_bytes": int(mem["state_bytes"]),
         "buffer_capacity": int(mem["buffer_capacity"]),
     }
+    if m is not None:
+        out |= {"m": m, "stage_us": stage_us}
+    return out
+
+
+def _stage(X: np.ndarray, m: int, warmup: int, seed: int) -> tuple[np.ndarray, dict[str, float]]:
+    """``X`` through an rff stage of ``m`` features, and the stage's µs per sample."""
+    from edgecl.runtime.random_features import make_stage
+
+    first = X[: max(2, warmup)]
+    rf, _ = make_stage("rff", m, X.shape[1], seed=seed, samples=lambda: first)
+    t = np.zeros(len(X), np.int64)
+    out = np.empty((len(X), m), np.float32)
+    clock = time.perf_counter_ns
+    for i, x in enumerate(X):
+        t0 = clock()
+        out[i] = rf.transform(x[None])[0]
+        t[i] = clock() - t0
+    return out, benchkit.summary_us(t[warmup:])
 
 
 def slope(xs: list[float], ys: list[float]) -> float | None:
@@ -143,17 +178,21 @@ def _r(v: float | None) -> float | None:
 
 
 def table(rows: list[dict[str, Any]], axis: str) -> str:
+    stage = axis == "m"  # the random-feature stage's own time, beside the head's
     lines = [
         f"| head | {axis} | learn µs p50 / p99 / mean | predict µs p50 / p99 / mean "
-        "| state bytes |",
-        "|---|---|---|---|---|",
+        "| state bytes |" + (" stage µs p50 / p99 |" if stage else ""),
+        "|---|---|---|---|---|" + ("---|" if stage else ""),
     ]
     for r in (r for r in rows if r["axis"] == axis):
         lu, pu = r["learn_us"], r["predict_us"]
-        lines.append(
+        line = (
             f"| {r['head']} | {r[axis]:,} | {lu['p50']:.1f} / {lu['p99']:.1f} / {lu['mean']:.1f} "
             f"| {pu['p50']:.1f} / {pu['p99']:.1f} / {pu['mean']:.1f} | {r['state_bytes']:,} |"
         )
+        if stage:
+            line += f" {r['stage_us']['p50']:.1f} / {r['stage_us']['p99']:.1f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -166,7 +205,12 @@ def plot(report: dict[str, Any], path: str) -> None:
 
     axes = [a for a in AXES if any(r["axis"] == a for r in report["results"])]
     fig, grid = plt.subplots(3, len(axes), figsize=(4.0 * len(axes), 8.6), squeeze=False)
-    names = {"dim": "embedding dim", "classes": "classes", "slots": "buffer slots"}
+    names = {
+        "dim": "embedding dim",
+        "classes": "classes",
+        "slots": "buffer slots",
+        "m": "random features M",
+    }
     for j, axis in enumerate(axes):
         for i, head in enumerate(HEADS):
             pts = [r for r in report["results"] if r["axis"] == axis and r["head"] == head]
@@ -205,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dims", type=int, nargs="+", default=AXES["dim"])
     ap.add_argument("--classes", type=int, nargs="+", default=AXES["classes"])
     ap.add_argument("--slots", type=int, nargs="+", default=AXES["slots"])
+    ap.add_argument(
+        "--ms", type=int, nargs="+", default=AXES["m"], help="random features M (axis m)"
+    )
     ap.add_argument("--base-dim", type=int, default=BASE["dim"])
     ap.add_argument("--base-classes", type=int, default=BASE["classes"])
     ap.add_argument("--base-slots", type=int, default=BASE["slots"])
@@ -236,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _measure_all(args: argparse.Namespace) -> dict[str, Any]:
     base = {"dim": args.base_dim, "classes": args.base_classes, "slots": args.base_slots}
-    values = {"dim": args.dims, "classes": args.classes, "slots": args.slots}
+    values = {"dim": args.dims, "classes": args.classes, "slots": args.slots, "m": args.ms}
     axes = {a: values[a] for a in args.axes}
     info = benchkit.machine()
     rows: list[dict[str, Any]] = []
@@ -255,6 +302,7 @@ def _measure_all(args: argparse.Namespace) -> dict[str, Any]:
                     args.warmup,
                     seed=args.seed,
                     repeats=args.repeats,
+                    m=point.get("m"),
                 )
                 rows.append({"axis": axis, **r})
                 print(f"  {axis}={v} {head}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -32,6 +32,10 @@ examples:
   edgecl eval --scenario new-class --bundle default --new-classes 5 6
       treat TRAP and ROW as new (--new-classes overrides the manifest, even for
       classes the head already knows)
+  edgecl eval --data ../shared/data/mnist.npz --scenario class-il --random-features 1024 \
+      --limit 2000
+      random Fourier features of the raw pixels, then SLDA (RanDumb); gamma by the
+      median heuristic on the first 1,000 training samples of the stream
 
 Scenarios: class-il (classes split into tasks, predict over all), task-il (same
 tasks, predict within the task's classes), domain-il (pixel permutations for
@@ -40,6 +44,14 @@ Every prequential accuracy is printed beside its baselines: majority (most
 frequent label so far), repeat_last (previous label) and frozen (the learner
 before the stream). new-user and new-class need --bundle and IMU data with
 subjects and recordings; they measure adaptation on held-out recordings.
+
+--random-features M maps the features the learner would see (raw pixels in
+[0, 1], z-scored IMU features or z-scored bundle embeddings) through the numpy
+stage of edgecl.runtime.random_features, seeded by --seed, before the stream:
+rff = sqrt(2/M) cos(Wx + b), W ~ N(0, 2 gamma) (default without --bundle);
+relu = max(0, Wz), W ~ N(0, 1/d) (default with --bundle). Without --gamma,
+gamma = 1 / median |x_i - x_j|^2 over all pairs of the first 1,000 training
+samples in arrival order. learn_us / predict_us time the learner only.
 """
 
 
@@ -144,6 +156,25 @@ def add_eval(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="new-class: class names or ids to treat as new (default: the bundle's "
         "manifest excluded_classes; overrides it, even for classes the head knows)",
     )
+    r = p.add_argument_group("random features")
+    r.add_argument(
+        "--random-features",
+        type=int,
+        metavar="M",
+        help="map the features through a random-feature stage of M features first",
+    )
+    r.add_argument(
+        "--kind",
+        choices=["rff", "relu"],
+        help="rff (random Fourier features) or relu (random ReLU projection); "
+        "default relu with --bundle, else rff",
+    )
+    r.add_argument(
+        "--gamma",
+        type=float,
+        metavar="G",
+        help="rff kernel width (default: the median heuristic on the first 1,000 training samples)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT", help="write the result as JSON ('-' = stdout only)")
     o.add_argument("--plot", metavar="OUT.png", help="write accuracy plots (needs matplotlib)")
@@ -187,7 +218,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``edgecl eval``: build the stream, run it, print/write the results."""
     from edgecl.eval.adapt import ADAPT_SCENARIOS
 
+    if args.random_features is None and (args.kind is not None or args.gamma is not None):
+        raise UsageError(f"--{'kind' if args.kind else 'gamma'} applies with --random-features M")
     if args.scenario in ADAPT_SCENARIOS:
+        if args.random_features is not None:
+            raise UsageError(
+                f"--random-features applies to the stream scenarios, not {args.scenario}"
+            )
         return _cmd_adapt(args)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ImportError("--plot needs matplotlib: pip install 'edgecl[plot]'")
@@ -225,13 +262,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         blur=args.blur,
         seed=args.seed,
     )
-    cfg = _learner_config(args, data.dim, data.n_classes)
+    stage = None
+    if args.random_features is not None:
+        from edgecl.eval.random_features import expand_stream
+
+        kind = args.kind or ("relu" if args.bundle else "rff")
+        stream, rf, source = expand_stream(
+            stream, args.random_features, kind=kind, gamma=args.gamma, seed=args.seed
+        )
+        stage = {**rf.to_json(), "gamma_source": source}
+    cfg = _learner_config(args, stream.dim, data.n_classes)
     result = run_stream(stream, cfg, progress=not args.no_progress)
     report = result.to_json()
+    if stage is not None:
+        report["random_features"] = stage
     if args.json:
         _write_json(report, args.json)
     if args.json != "-":
-        print(_eval_summary(result))
+        print(_eval_summary(result, stage))
     if args.plot:
         from edgecl.eval.plots import plot_result
 
@@ -336,7 +384,7 @@ _BASELINE_HELP = {
 }
 
 
-def _eval_summary(result: Any) -> str:
+def _eval_summary(result: Any, stage: dict[str, Any] | None = None) -> str:
     """A readable table: accuracy matrix, held-out accuracy, metrics, time and memory."""
     r = result.to_json()
     names = [n if len(n) <= 12 else n[:11] + "…" for n in r["tasks"]]
@@ -345,6 +393,16 @@ def _eval_summary(result: Any) -> str:
     lines = [
         f"edgecl eval: {r['scenario']} on {r['dataset']} — {r['head']} head, "
         f"{len(names)} tasks, {r['n_train']:,} training samples, {r['seconds']:.2f} s",
+    ]
+    if stage is not None:
+        gamma = "" if stage["gamma"] is None else (
+            f", gamma {stage['gamma']:.6g} ({stage['gamma_source']})"
+        )  # fmt: skip
+        lines.append(
+            f"random features: {stage['kind']} {stage['input_dim']} → {stage['m']}, "
+            f"seed {stage['seed']}{gamma}"
+        )
+    lines += [
         "",
         "accuracy R[i, j]: row = after task i, column = test set of task j",
     ]

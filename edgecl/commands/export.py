@@ -1,10 +1,15 @@
-"""``edgecl export``: a checkpoint to a verified ONNX bundle (host side, needs torch)."""
+"""``edgecl export``: a checkpoint (and/or a random-feature stage) to a verified ONNX bundle.
+
+Host side: needs torch and onnx (``edgecl[host]``).
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from edgecl.commands._common import (
+    UsageError,
     _write_json,
 )
 
@@ -16,6 +21,22 @@ examples:
       ONNX model + manifest + an SLDA head fitted on the checkpoint's pre-training data
   edgecl export --checkpoint imu.safetensors --out my-bundle-int8 --quantize int8 --json -
   edgecl export --checkpoint mnist.safetensors --out mnist-bundle --data ../shared/data/mnist.npz
+  edgecl export --checkpoint imu.safetensors --out imu-relu --random-features 1024
+      the extractor followed by a random ReLU projection to 1,024 features (RanPAC)
+  edgecl export --random-features 2048 --data ../shared/data/mnist.npz --out mnist-rff
+      no checkpoint: random Fourier features of the raw pixels (RanDumb), an SLDA
+      head fitted on them; gamma by the median heuristic on the first 1,000 images
+  edgecl export --random-features 512 --input-shape 100 6 --gamma 0.01 --out rff-only
+      the stage alone, no data and no head
+
+Random features (--random-features M): W (and b) are drawn from --seed alone
+and stored in the graph as float32 constants; the manifest records
+random_features {kind, m, gamma, seed, input_dim}, and the graph is checked
+against the numpy definition (edgecl.runtime.random_features) to 1e-5. rff:
+sqrt(2/M) cos(Wx + b), W ~ N(0, 2 gamma), approximating exp(-gamma |x - x'|^2);
+without --gamma, gamma = 1 / median |x_i - x_j|^2 over all pairs of the first
+1,000 training inputs (normalised as the stage sees them). relu: max(0, Wz),
+W ~ N(0, 1/d). Default kind: relu after a checkpoint, rff on raw inputs.
 
 With IMU data an slda/ncm head standardises embeddings per user: it is fitted on
 embeddings z-scored per pre-training subject, and a device starts from the
@@ -42,7 +63,11 @@ def add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         epilog=_EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="from `edgecl pretrain`")
+    p.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="from `edgecl pretrain` (omit for a random-feature stage alone)",
+    )
     p.add_argument("--out", required=True, metavar="B", help="bundle directory to write")
     p.add_argument("--quantize", choices=["int8"], help="ship a dynamically int8-quantised model")
     p.add_argument(
@@ -64,11 +89,22 @@ def add_export(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--max-classes", type=int, metavar="N", help="device learner classes "
                    "(default: max(32, classes))")  # fmt: skip
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the head and parity inputs")
+    p.add_argument("--seed", type=int, default=0, help="seeds the head, the parity inputs and "
+                   "the random features' W")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     p.add_argument("--sign-key", metavar="KEY", help="Ed25519 private key (PEM) to sign the "
                    "manifest with (manifest.sig; needs edgecl[sign])")  # fmt: skip
     p.add_argument("--json", metavar="OUT", help="write the export report as JSON ('-' = stdout)")
+    r = p.add_argument_group("random features")
+    r.add_argument("--random-features", type=int, metavar="M", help="append a random-feature "
+                   "stage of M features (alone, without --checkpoint)")  # fmt: skip
+    r.add_argument("--kind", choices=["rff", "relu"], help="rff (random Fourier features) "
+                   "or relu (random ReLU projection); default relu after a checkpoint, "
+                   "else rff")  # fmt: skip
+    r.add_argument("--gamma", type=float, metavar="G", help="rff kernel width (default: the "
+                   "median heuristic on the first 1,000 training inputs)")  # fmt: skip
+    r.add_argument("--input-shape", type=int, nargs="+", metavar="D", help="stage alone: one "
+                   "input's shape (default: the --data inputs' shape)")  # fmt: skip
     p.set_defaults(func=cmd_export)
 
 
@@ -81,6 +117,36 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"edgecl export needs torch and onnx ({exc.name or exc} missing): "
             "pip install 'edgecl[host]'"
         ) from None
+    stage_flags = {"--kind": args.kind, "--gamma": args.gamma, "--input-shape": args.input_shape}
+    if args.random_features is None:
+        given = [k for k, v in stage_flags.items() if v is not None]
+        if given:
+            raise UsageError(f"{given[0]} applies with --random-features M")
+        if args.checkpoint is None:
+            raise UsageError("--checkpoint is required (or --random-features M for a stage alone)")
+    if args.checkpoint is None:
+        if args.quantize:
+            raise UsageError("--quantize: a stage alone is not quantised (its W stays exact)")
+        from edgecl.host.stage_bundle import export_stage_bundle
+
+        report = export_stage_bundle(
+            args.out,
+            m=args.random_features,
+            kind=args.kind or "rff",
+            gamma=args.gamma,
+            input_shape=args.input_shape,
+            data=args.data,
+            head=None if args.head == "none" else args.head,
+            max_classes=args.max_classes,
+            opset=args.opset,
+            seed=args.seed,
+            overwrite=args.force,
+            sign_key=args.sign_key,
+            standardize=not args.no_standardize,
+        )
+        return _report(report, args)
+    if args.input_shape is not None:
+        raise UsageError("--input-shape is for a stage alone; a checkpoint has its own shape")
     report = export_bundle(
         args.checkpoint,
         args.out,
@@ -93,7 +159,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.force,
         sign_key=args.sign_key,
         standardize=not args.no_standardize,
+        random_features=args.random_features,
+        kind=args.kind or "relu",
+        gamma=args.gamma,
     )
+    return _report(report, args)
+
+
+def _report(report: Any, args: argparse.Namespace) -> int:
     if args.json:
         _write_json(report.to_json(), args.json)
     if args.json != "-":

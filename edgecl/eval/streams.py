@@ -226,7 +226,9 @@ def build_stream(
 
     pool, test, holdout, holdout_name = _base_split(dataset, test_subjects)
     x_tr, y_tr = dataset.x, dataset.y
-    x_te, y_te = (dataset.x_test, dataset.y_test) if dataset.is_image else (dataset.x, dataset.y)
+    # A file's own test split (images, also when embedded by a bundle), else the pool's rows.
+    has_test = dataset.x_test is not None and dataset.y_test is not None
+    x_te, y_te = (dataset.x_test, dataset.y_test) if has_test else (dataset.x, dataset.y)
 
     if scenario == "domain-il" and dataset.is_image:
         specs = _permutation_specs(dataset, pool, test, n_tasks, rng)
@@ -251,7 +253,8 @@ def build_stream(
         mean = x_tr[orders[0]].mean(axis=0, dtype=np.float64)
         std = x_tr[orders[0]].std(axis=0, dtype=np.float64)
         std[std < 1e-12] = 1.0
-        x_tr = x_te = ((x_tr - mean) / std).astype(np.float32)
+        x_tr = ((x_tr - mean) / std).astype(np.float32)
+        x_te = ((x_te - mean) / std).astype(np.float32) if has_test else x_tr
 
     tasks = []
     shared_x: np.ndarray | None = None

@@ -13,6 +13,13 @@ Steps (each checked, each failure one readable error):
 4. Parity: onnxruntime against torch eager on at least 64 inputs (real
    pre-training inputs when the data is at hand, plus random ones); a max
    absolute difference above ``tolerance`` (1e-4) fails the export.
+   With ``random_features`` (``--random-features M``) a random-feature stage
+   (``relu`` by default, or ``rff``; :mod:`edgecl.host.random_features`) is
+   appended to the graph and checked twice: alone against its numpy definition
+   (1e-5), and the whole graph against torch followed by the numpy stage; the
+   embedding is then the stage's output and the manifest records
+   ``random_features``. A stage alone on raw inputs, with no checkpoint, is
+   :func:`~edgecl.host.stage_bundle.export_stage_bundle`.
 5. Optional ``int8``: dynamic quantisation by onnxruntime (weights uint8,
    activations quantised per call); the size change, the embedding change and
    the held-out accuracy change of the head are measured and recorded.
@@ -65,7 +72,7 @@ from edgecl.host.onnx_export import (
     parity,
     quantize_int8,
 )
-from edgecl.learner import LearnerConfig, StreamingLearner
+from edgecl.learner import LearnerConfig, StreamingLearner, plan_budget
 from edgecl.learner.state import state_bytes
 from edgecl.runtime.bundle import FORMAT, FORMAT_VERSION, Bundle, write_bundle
 from edgecl.runtime.extractor import OnnxExtractor
@@ -80,6 +87,7 @@ __all__ = [
 ]
 
 TOLERANCE = 1e-4
+DEFAULT_BUDGET_BYTES = 4_000_000
 QUANTIZE = ("int8",)
 # Provenance keys that change from run to run without changing the model.
 _VOLATILE = {"date", "time", "timestamp", "seconds", "wall_s", "host", "hostname", "path"}
@@ -101,6 +109,9 @@ class ExportReport:
     accuracy: dict[str, float | None] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
     signed_by: str | None = None  # fingerprint of the signing key's public half
+    stage: dict[str, Any] | None = None  # the random-feature stage, when there is one
+    parity_against: str = "torch"  # what onnxruntime was compared with
+    parity_tolerance: float = TOLERANCE
 
     @property
     def standardize(self) -> bool:
@@ -124,6 +135,7 @@ class ExportReport:
             "embedding_dim": self.bundle.embedding_dim,
             "input_shape": list(self.bundle.input_shape),
             "signed_by": self.signed_by,
+            "random_features": self.stage,
         }
 
     def summary(self) -> str:
@@ -134,9 +146,13 @@ class ExportReport:
             f"edgecl export: wrote {self.path} ({self.total_bytes / kb:.1f} KiB: model.onnx "
             f"{self.model_bytes / kb:.1f} KiB, head {self.head_bytes / kb:.1f} KiB)",
             f"  input {list(self.bundle.input_shape)} float32 → embedding "
-            f"{self.bundle.embedding_dim}; parity onnxruntime vs torch: max |diff| "
-            f"{self.parity_max_abs_diff:.2e} over {self.parity_n} inputs (limit {TOLERANCE:g})",
+            f"{self.bundle.embedding_dim}; parity onnxruntime vs {self.parity_against}: max "
+            f"|diff| {self.parity_max_abs_diff:.2e} over {self.parity_n} inputs "
+            f"(limit {self.parity_tolerance:g})",
         ]
+        if self.stage is not None:
+            # A stage alone was compared with numpy in the line above already.
+            lines.append(_stage_line(self.stage, parity=self.parity_against != "numpy"))
         if self.quantization is not None:
             q = self.quantization
             lines.append(
@@ -167,6 +183,19 @@ class ExportReport:
             shown = ", ".join(f"{names[c]} ({c})" for c in excluded)
             lines.append(f"  excluded from pre-training and the head: {shown}")
         return "\n".join(lines)
+
+
+def _stage_line(st: dict[str, Any], parity: bool) -> str:
+    line = f"  random features: {st['kind']} {st['input_dim']} → {st['m']}, seed {st['seed']}"
+    if st["gamma"] is not None:
+        line += f", gamma {st['gamma']:.6g} ({st['gamma_source']})"
+    if parity:
+        p = st["parity"]
+        line += (
+            f"; onnxruntime vs numpy: max |diff| {p['max_abs_diff']:.2e} over {p['n']} inputs "
+            f"(limit {p['tolerance']:g})"
+        )
+    return line
 
 
 def _pct(v: float | None) -> str:
@@ -312,6 +341,43 @@ def _standardised_accuracy(
     return correct / len(y)
 
 
+def head_config(
+    dim: int,
+    head: str,
+    max_classes: int,
+    budget_bytes: int | None,
+    buffer_capacity: int | None,
+    standardize: bool,
+    seed: int,
+) -> LearnerConfig:
+    """The initial learner's config; ``budget_bytes=None``: 4 MB, or what the head needs.
+
+    SLDA's covariance grows as dim², so an embedding widened by random features
+    (``M`` in the thousands) needs more than the 4 MB a plain extractor's head
+    fits in; the default then is the head's own size.
+    """
+    cap = buffer_capacity if buffer_capacity is not None else (1000 if head == "softmax" else 0)
+    fields: dict[str, Any] = dict(
+        dim=dim, max_classes=max_classes, head=head, buffer_capacity=cap,
+        standardize=standardize, seed=seed,
+    )  # fmt: skip
+    if budget_bytes is None:
+        need = plan_budget(LearnerConfig(**fields, budget_bytes=1 << 40))["state_bytes"]
+        budget_bytes = max(DEFAULT_BUDGET_BYTES, need)
+    return LearnerConfig(**fields, budget_bytes=budget_bytes)
+
+
+def head_provenance(hd: _HeadData) -> dict[str, Any]:
+    """The manifest's ``provenance.head_data``: which data the head was fitted on."""
+    return {
+        "data": hd.name,
+        "sha256": hd.sha256,
+        "train_n": int(len(hd.y_train)),
+        "heldout": hd.test_name,
+        "heldout_n": int(len(hd.y_test)),
+    }
+
+
 def _measure(
     learner: StreamingLearner, Etr: np.ndarray, Ete: np.ndarray, hd: _HeadData
 ) -> dict[str, Any]:
@@ -336,7 +402,7 @@ def export_bundle(
     quantize: str | None = None,
     head: str | None = "slda",
     max_classes: int | None = None,
-    budget_bytes: int = 4_000_000,
+    budget_bytes: int | None = None,
     buffer_capacity: int | None = None,
     opset: int = DEFAULT_OPSET,
     tolerance: float = TOLERANCE,
@@ -345,6 +411,9 @@ def export_bundle(
     overwrite: bool = False,
     sign_key: str | os.PathLike[str] | None = None,
     standardize: bool = True,
+    random_features: int | None = None,
+    kind: str = "relu",
+    gamma: float | None = None,
 ) -> ExportReport:
     """Export ``checkpoint`` to a bundle directory ``out``; see the module docstring.
 
@@ -367,8 +436,9 @@ def export_bundle(
         Classes the device learner can hold (default ``max(32, n_classes)``, room
         for new classes learned on the device).
     budget_bytes, buffer_capacity : int
-        Learner budget; the buffer is empty for slda/ncm (they do not replay;
-        keeps ``head.safetensors`` small) and 1000 slots for softmax by default.
+        Learner budget (default 4 MB, or the head's own size if more); the buffer
+        is empty for slda/ncm (they do not replay; keeps ``head.safetensors``
+        small) and 1000 slots for softmax by default.
     opset : int
         ONNX opset (17 by default).
     tolerance : float
@@ -386,10 +456,24 @@ def export_bundle(
         Per-user embedding standardisation for an NCM/SLDA head when the data
         has subjects (IMU): the head is fitted on embeddings z-scored per
         pre-training subject. Ignored for softmax heads and image data.
+    random_features : int, optional
+        Append a random-feature stage of this many features to the extractor
+        (:mod:`edgecl.host.random_features`); the bundle's embedding is then the
+        stage's output, and the manifest records ``random_features``.
+    kind : {"relu", "rff"}
+        The stage: ``relu`` (RanPAC) or ``rff`` (random Fourier features).
+    gamma : float, optional
+        The ``rff`` kernel width; default: the median heuristic on the first
+        pre-training embeddings (needs the data).
     """
     signer = None if sign_key is None else load_private_key(sign_key)
     if quantize is not None and quantize not in QUANTIZE:
         raise ConfigError(f"quantize = {quantize!r}: must be one of {', '.join(QUANTIZE)}")
+    if quantize is not None and random_features is not None:
+        raise ConfigError(
+            "--quantize with --random-features: the stage's W must stay the float32 "
+            "values its seed makes (the manifest promises them)"
+        )
     torch.manual_seed(seed)
     model, meta = load_checkpoint(checkpoint)
     info = read_checkpoint_meta(checkpoint)
@@ -425,6 +509,20 @@ def export_bundle(
             f"parity check failed: onnxruntime and torch differ by up to {diff:.3g} "
             f"(limit {tolerance:g}) over {len(probe)} inputs"
         )
+    rf, stage = None, None
+    if random_features is not None:
+        from edgecl.host.random_features import with_stage
+
+        float_model, rf, stage, diff = with_stage(
+            float_model, probe, _torch(wrapped, probe), None if hd is None else hd.x_train,
+            m=random_features, kind=kind, gamma=gamma, seed=seed, opset=opset,
+            tolerance=tolerance,
+        )  # fmt: skip
+    out_dim = model.embed_dim if rf is None else rf.m
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        e = _torch(wrapped, x)
+        return e if rf is None else rf.transform(e, np.float64)
 
     shipped = float_model if quantize is None else quantize_int8(float_model)
     accuracy: dict[str, Any] = {"head": head}
@@ -433,17 +531,11 @@ def export_bundle(
     standardised = False
     if head is not None and hd is not None:
         k = max(32, len(class_names), int(hd.y_train.max()) + 1)
-        cap = buffer_capacity if buffer_capacity is not None else (1000 if head == "softmax" else 0)
         standardised = standardize and head in ("slda", "ncm") and hd.subject_train is not None
-        cfg = LearnerConfig(
-            dim=model.embed_dim,
-            max_classes=k if max_classes is None else max_classes,
-            head=head,
-            budget_bytes=budget_bytes,
-            buffer_capacity=cap,
-            standardize=standardised,
-            seed=seed,
-        )
+        cfg = head_config(
+            out_dim, head, k if max_classes is None else max_classes, budget_bytes,
+            buffer_capacity, standardised, seed,
+        )  # fmt: skip
         ex_f = OnnxExtractor(float_model)
         Etr, Ete = ex_f.embed_many(hd.x_train), ex_f.embed_many(hd.x_test)
         learner = _fit_head(Etr, hd.y_train, cfg, hd.subject_train)
@@ -480,11 +572,17 @@ def export_bundle(
         spec, meta, info, in_shape, norm, class_names, opset, diff, len(probe), hd, accuracy,
         quant, head if head_bytes is not None else None, standardised, excluded,
     )  # fmt: skip
+    if rf is not None and stage is not None:
+        manifest["embedding_dim"] = out_dim
+        manifest["model"]["output"]["shape"] = ["batch", out_dim]
+        manifest["random_features"] = rf.to_json()
+        manifest["parity"]["stage"] = stage["parity"]
+        manifest["provenance"]["random_features"] = {"gamma_source": stage["gamma_source"]}
     bundle = write_bundle(out, manifest, shipped, head_bytes, overwrite=overwrite, sign_key=signer)
     # Read it back through the device path and compare with what was measured.
     ex = bundle.extractor()
     check = probe[:8]
-    if quantize is None and float(np.abs(ex.embed_many(check) - _torch(wrapped, check)).max()) > (
+    if quantize is None and float(np.abs(ex.embed_many(check) - reference(check)).max()) > (
         tolerance
     ):
         raise BundleError(f"{bundle.path}: the written bundle does not reproduce the export")
@@ -502,6 +600,8 @@ def export_bundle(
         accuracy=accuracy,
         quantization=quant,
         signed_by=bundle.signed_by,
+        stage=stage,
+        parity_against="torch" if stage is None else "torch + numpy random features",
     )
 
 
@@ -543,13 +643,7 @@ def _manifest(
         "exporter": "torch.onnx.export (TorchScript), constant folding",
     }
     if hd is not None:
-        prov["head_data"] = {
-            "data": hd.name,
-            "sha256": hd.sha256,
-            "train_n": int(len(hd.y_train)),
-            "heldout": hd.test_name,
-            "heldout_n": int(len(hd.y_test)),
-        }
+        prov["head_data"] = head_provenance(hd)
     m: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -9,7 +9,12 @@ null: ``mean``, ``std``, ``axis``, ``in_graph``), ``window`` (object or null:
 and ``provenance``; ``head`` is optional (``file``, ``sha256``, ``kind``,
 ``standardize``: whether the learner standardises embeddings per user), and so
 is ``excluded_classes`` (distinct class ids, each an index of ``class_names``,
-that pre-training and the initial head never saw; absent in older bundles).
+that pre-training and the initial head never saw; absent in older bundles),
+and so is ``random_features`` (object or null; absent means none): the
+random-feature stage inside ``model.onnx`` (:mod:`edgecl.runtime.random_features`),
+exactly the keys ``kind`` (``"rff"`` or ``"relu"``), ``m`` (= ``embedding_dim``),
+``gamma`` (a finite number > 0 for ``rff``, null for ``relu``), ``seed``
+(integer >= 0) and ``input_dim`` (the stage's input length, >= 1).
 ``model`` and ``head`` may give ``bytes``, the file's size, which is then
 checked before the file is read. Every file name must be a plain name inside
 the bundle directory. The manifest itself is at most 1 MiB (refused from its
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.errors import BundleError
+from edgecl.runtime.random_features import KINDS
 
 __all__ = [
     "FORMAT",
@@ -238,6 +244,7 @@ def check_manifest(m: Any, where: Path) -> None:
     _check_normalisation(m["normalisation"], len(shape) - 1, where)
     _check_window(m["window"], tuple(shape[1:]), where)
     _need(isinstance(m["provenance"], dict), where, "provenance must be an object")
+    _check_random_features(m.get("random_features"), dim, where)
     head = m.get("head")
     if head is not None:
         _need(isinstance(head, dict), where, "head must be an object or null")
@@ -279,6 +286,32 @@ def _check_normalisation(norm: Any, ndim: int, where: Path) -> None:
     axis = norm.get("axis", -1)
     _need(_is_int(axis, -ndim) and axis < ndim, where, f"normalisation.axis {axis!r} out of range")
     _need(isinstance(norm.get("in_graph", False), bool), where, "normalisation.in_graph: bool")
+
+
+def _check_random_features(rf: Any, dim: int, where: Path) -> None:
+    if rf is None:
+        return
+    keys = ("gamma", "input_dim", "kind", "m", "seed")
+    _need(
+        isinstance(rf, dict) and sorted(rf) == list(keys),
+        where,
+        f"random_features must be null or an object with exactly the keys {', '.join(keys)}",
+    )
+    kind = rf["kind"]
+    _need(kind in KINDS, where, f"random_features.kind {kind!r:.40} not in {KINDS}")
+    _need(
+        _is_int(rf["m"]) and rf["m"] == dim,
+        where,
+        f"random_features.m {rf['m']!r:.40} must equal embedding_dim {dim}",
+    )
+    _need(_is_int(rf["input_dim"]), where, "random_features.input_dim must be an integer >= 1")
+    _need(_is_int(rf["seed"], 0), where, "random_features.seed must be an integer >= 0")
+    g = rf["gamma"]
+    if kind == "rff":
+        ok = _finite(g) and g > 0
+        _need(ok, where, f"random_features.gamma {g!r:.40} must be a finite number > 0 for rff")
+    else:
+        _need(g is None, where, f"random_features.gamma {g!r:.40} must be null for relu")
 
 
 def _check_window(w: Any, input_shape: tuple[int, ...], where: Path) -> None:
