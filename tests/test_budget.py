@@ -22,9 +22,10 @@ from edgecl.learner import plan_budget
     ewc=st.sampled_from([0.0, 5.0]),
     capacity=st.one_of(st.none(), st.integers(0, 3000)),
     standardize=st.booleans(),
+    woodbury=st.sampled_from([None, "float64", "float32"]),
 )
 def test_random_configs_never_exceed_budget(
-    dim, classes, head, budget, dtype, policy, ewc, capacity, standardize
+    dim, classes, head, budget, dtype, policy, ewc, capacity, standardize, woodbury
 ):
     if head != "softmax" and capacity:
         with pytest.raises(ConfigError, match="only the softmax head replays"):
@@ -40,6 +41,7 @@ def test_random_configs_never_exceed_budget(
         ewc_lambda=ewc,
         buffer_capacity=capacity,
         standardize=standardize,
+        **({} if woodbury is None else {"slda_update": "woodbury", "slda_dtype": woodbury}),
     )
     try:
         plan = plan_budget(cfg)

@@ -37,6 +37,20 @@ CONFIGS = {
     "NCMHead-nobuffer": LearnerConfig(
         dim=6, max_classes=5, head="ncm", budget_bytes=40_000, buffer_capacity=0
     ),
+    "SLDAHead-woodbury": LearnerConfig(
+        dim=6, max_classes=5, head="slda", budget_bytes=40_000, slda_update="woodbury", slda_batch=5
+    ),
+    "SLDAHead-woodbury-f32-exact7": LearnerConfig(
+        dim=6,
+        max_classes=5,
+        head="slda",
+        budget_bytes=40_000,
+        slda_update="woodbury",
+        slda_dtype="float32",
+        slda_batch=3,
+        slda_exact_every=7,
+        standardize=True,
+    ),
     "NCMHead-weighted-standardized": LearnerConfig(
         dim=6, max_classes=5, head="ncm", budget_bytes=40_000, label_weight=4.0, standardize=True
     ),

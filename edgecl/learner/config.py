@@ -28,6 +28,7 @@ HEADS = ("ncm", "slda", "softmax")
 _BUFFER_DTYPES = ("float16", "float32")
 _POLICIES = ("reservoir", "class_balanced")
 _FISHER_MODES = ("empirical", "true")
+_SLDA_UPDATES = ("lazy", "woodbury")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,15 @@ class LearnerConfig:
     slda_refresh_every: int = 32
     # Rank-1 covariance updates batched into one GEMM of this many rows (speed only).
     slda_batch: int = 32
+    # "lazy": recompute the precision by inversion every slda_refresh_every samples (exact, O(d³));
+    # "woodbury": keep it current by a rank-k Woodbury update per slda_batch samples (O(d²) per
+    # sample), for large d such as random-feature stages (M in the thousands).
+    slda_update: str = "lazy"
+    # Woodbury mode: dtype of the precision and class coefficients (float32 halves memory and time).
+    slda_dtype: str = "float64"
+    # Woodbury mode: an exact re-inversion bounds round-off and ridge drift every this many samples
+    # (also whenever the total weight has grown 4× since the last one); 0 = only the 4× rule.
+    slda_exact_every: int = 20_000
     # Per-user standardisation: z-score every embedding with the current user's running
     # mean/variance (updated by observe_one from every window, labelled or not) before the head.
     standardize: bool = False
@@ -120,6 +130,14 @@ class LearnerConfig:
         _float(self, "slda_shrinkage", 0.0, 1.0)
         _int(self, "slda_refresh_every", 1, 1 << 40)
         _int(self, "slda_batch", 1, 4096)
+        _choice(self, "slda_update", _SLDA_UPDATES)
+        _choice(self, "slda_dtype", ("float64", "float32"))
+        _int(self, "slda_exact_every", 0, 1 << 40)
+        if self.slda_update == "woodbury" and not 0 < self.slda_shrinkage < 1:
+            raise ConfigError(
+                f"LearnerConfig.slda_shrinkage = {self.slda_shrinkage!r}: the woodbury update "
+                "needs a shrinkage in (0, 1) (its ridge keeps the precision finite)"
+            )
         _bool(self, "standardize")
         _float(self, "standardize_prior_n", 0.0, 1e12)
         _float(self, "label_weight", 0.0, 1e6, low_open=True)

@@ -522,7 +522,11 @@ _HEADS: dict[str, type[_Head]] = {"ncm": NCMHead, "slda": SLDAHead, "softmax": S
 
 
 def head_class(cfg: LearnerConfig) -> type[_Head]:
-    """The head class named by ``cfg.head``."""
+    """The head class named by ``cfg.head`` (and ``slda_update`` for SLDA)."""
+    if cfg.head == "slda" and cfg.slda_update == "woodbury":
+        from edgecl.learner.slda_woodbury import WoodburySLDAHead
+
+        return WoodburySLDAHead
     return _HEADS[cfg.head]
 
 
@@ -530,4 +534,4 @@ def make_head(cfg: LearnerConfig, plan: dict[str, int]) -> _Head:
     """The head named by ``cfg.head``, with what it owns sized by ``plan``."""
     if cfg.head == "softmax":
         return SoftmaxHead(cfg, plan["buffer_capacity"])
-    return _HEADS[cfg.head](cfg)
+    return head_class(cfg)(cfg)
