@@ -187,8 +187,12 @@ def _learner_config(args: argparse.Namespace, dim: int, n_classes: int) -> Any:
 
     known = {f.name for f in dataclasses.fields(LearnerConfig)} - {"dim"}
     # LearnerConfig needs max_classes >= 2, even for single-class data.
+    from edgecl.learner.slda_woodbury import large_dim_options
+
     fields: dict[str, Any] = {"max_classes": max(2, n_classes), "head": args.head}
     fields["seed"] = args.seed
+    # Wide SLDA (random features): Woodbury updates in float32 unless --head-option says else.
+    fields.update(large_dim_options(args.head, dim))
     flags = {
         "budget_bytes": args.budget_bytes,
         "replay_k": args.replay_k,

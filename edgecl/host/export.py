@@ -73,6 +73,7 @@ from edgecl.host.onnx_export import (
     quantize_int8,
 )
 from edgecl.learner import LearnerConfig, StreamingLearner, plan_budget
+from edgecl.learner.slda_woodbury import large_dim_options
 from edgecl.learner.state import state_bytes
 from edgecl.runtime.bundle import FORMAT, FORMAT_VERSION, Bundle, write_bundle
 from edgecl.runtime.extractor import OnnxExtractor
@@ -352,6 +353,9 @@ def head_config(
 ) -> LearnerConfig:
     """The initial learner's config; ``budget_bytes=None``: 4 MB, or what the head needs.
 
+    An SLDA head of ``WOODBURY_MIN_DIM`` or more dimensions keeps its precision by
+    Woodbury updates in float32 (:func:`edgecl.learner.slda_woodbury.large_dim_options`).
+
     SLDA's covariance grows as dim², so an embedding widened by random features
     (``M`` in the thousands) needs more than the 4 MB a plain extractor's head
     fits in; the default then is the head's own size.
@@ -359,7 +363,7 @@ def head_config(
     cap = buffer_capacity if buffer_capacity is not None else (1000 if head == "softmax" else 0)
     fields: dict[str, Any] = dict(
         dim=dim, max_classes=max_classes, head=head, buffer_capacity=cap,
-        standardize=standardize, seed=seed,
+        standardize=standardize, seed=seed, **large_dim_options(head, dim),
     )  # fmt: skip
     if budget_bytes is None:
         need = plan_budget(LearnerConfig(**fields, budget_bytes=1 << 40))["state_bytes"]

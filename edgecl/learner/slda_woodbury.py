@@ -46,10 +46,26 @@ from edgecl.errors import StateFileError
 from edgecl.learner.config import LearnerConfig
 from edgecl.learner.heads import _F8, SLDAHead, _Head
 
-__all__ = ["WoodburySLDAHead"]
+__all__ = ["WOODBURY_MIN_DIM", "WoodburySLDAHead", "large_dim_options"]
 
 # An exact inversion when the total weight has grown this much since the last one.
 _GROWTH = 4.0
+#: From this embedding length on, an SLDA head made by export, eval or run defaults to the
+#: Woodbury update in float32 (the lazy head's O(d³) refresh costs ~40 ms at d = 784).
+WOODBURY_MIN_DIM = 512
+
+
+def large_dim_options(head: str, dim: int) -> dict[str, Any]:
+    """LearnerConfig fields for an SLDA head of ``dim`` made without explicit settings.
+
+    >>> large_dim_options("slda", 2048)
+    {'slda_update': 'woodbury', 'slda_dtype': 'float32', 'slda_batch': 64}
+    >>> large_dim_options("slda", 64), large_dim_options("ncm", 4096)
+    ({}, {})
+    """
+    if head != "slda" or dim < WOODBURY_MIN_DIM:
+        return {}
+    return {"slda_update": "woodbury", "slda_dtype": "float32", "slda_batch": 64}
 
 
 class WoodburySLDAHead(SLDAHead):

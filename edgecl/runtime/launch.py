@@ -64,8 +64,11 @@ class IdentityExtractor:
 
 
 def _fresh_config(dim: int, n_classes: int, options: dict[str, Any], budget: int) -> LearnerConfig:
+    from edgecl.learner.slda_woodbury import large_dim_options
+
     fields = {"head": "slda", "max_classes": max(2, n_classes), "budget_bytes": budget}
     fields.update({k: v for k, v in options.items() if v is not None})
+    fields.update(large_dim_options(str(fields["head"]), dim))
     return LearnerConfig(dim=dim, **fields)
 
 
