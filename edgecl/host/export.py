@@ -382,6 +382,25 @@ def head_provenance(hd: _HeadData) -> dict[str, Any]:
     }
 
 
+def fit_and_measure(
+    model: bytes, hd: _HeadData, cfg: LearnerConfig
+) -> tuple[StreamingLearner, dict[str, Any], np.ndarray, np.ndarray]:
+    """Embed the head data with ``model``, fit the initial head, measure it.
+
+    Returns the learner, the manifest's accuracy fields and the train/held-out embeddings.
+    """
+    ex = OnnxExtractor(model)
+    Etr, Ete = ex.embed_many(hd.x_train), ex.embed_many(hd.x_test)
+    learner = _fit_head(Etr, hd.y_train, cfg, hd.subject_train)
+    measured = {
+        **_measure(learner, Etr, Ete, hd),
+        "heldout_name": hd.test_name,
+        "heldout_n": len(hd.y_test),
+        "train_n": len(hd.y_train),
+    }
+    return learner, measured, Etr, Ete
+
+
 def _measure(
     learner: StreamingLearner, Etr: np.ndarray, Ete: np.ndarray, hd: _HeadData
 ) -> dict[str, Any]:
@@ -540,15 +559,8 @@ def export_bundle(
             out_dim, head, k if max_classes is None else max_classes, budget_bytes,
             buffer_capacity, standardised, seed,
         )  # fmt: skip
-        ex_f = OnnxExtractor(float_model)
-        Etr, Ete = ex_f.embed_many(hd.x_train), ex_f.embed_many(hd.x_test)
-        learner = _fit_head(Etr, hd.y_train, cfg, hd.subject_train)
-        accuracy |= {
-            **_measure(learner, Etr, Ete, hd),
-            "heldout_name": hd.test_name,
-            "heldout_n": len(hd.y_test),
-            "train_n": len(hd.y_train),
-        }
+        learner, measured, Etr, Ete = fit_and_measure(float_model, hd, cfg)
+        accuracy |= measured
         if quantize is not None:
             ex_q = OnnxExtractor(shipped)
             Qtr, Qte = ex_q.embed_many(hd.x_train), ex_q.embed_many(hd.x_test)

@@ -33,9 +33,8 @@ from edgecl.errors import BundleError, ConfigError
 from edgecl.host.data import load_training_data
 from edgecl.host.export import (
     ExportReport,
-    _fit_head,
     _HeadData,
-    _measure,
+    fit_and_measure,
     head_config,
     head_provenance,
 )
@@ -51,7 +50,6 @@ from edgecl.host.random_features import (
 )
 from edgecl.learner.state import state_bytes
 from edgecl.runtime.bundle import FORMAT, FORMAT_VERSION, write_bundle
-from edgecl.runtime.extractor import OnnxExtractor
 from edgecl.runtime.random_features import GAMMA_SAMPLES, RandomFeatures, make_stage
 from edgecl.runtime.signing import load_private_key
 
@@ -153,15 +151,8 @@ def export_stage_bundle(
             rf.m, head, k if max_classes is None else max_classes, budget_bytes, None,
             standardised, seed,
         )  # fmt: skip
-        ex = OnnxExtractor(model)
-        Etr, Ete = ex.embed_many(hd.x_train), ex.embed_many(hd.x_test)
-        learner = _fit_head(Etr, hd.y_train, cfg, hd.subject_train)
-        accuracy |= {
-            **_measure(learner, Etr, Ete, hd),
-            "heldout_name": hd.test_name,
-            "heldout_n": len(hd.y_test),
-            "train_n": len(hd.y_train),
-        }
+        learner, measured, _, _ = fit_and_measure(model, hd, cfg)
+        accuracy |= measured
         head_bytes = state_bytes(learner)
     manifest = _stage_manifest(rf, source, shape, norm, spec, names, opset, diff, len(probe))
     manifest["accuracy"] = accuracy

@@ -259,6 +259,11 @@ class SLDAHead(_Head):
 
     def restore(self, arrays: dict[str, np.ndarray], counters: dict[str, Any]) -> None:
         super().restore(arrays, counters)
+        self._restore_counters(arrays, counters)
+        self._refreshed_at = -1
+        self._stale_rows[:] = True
+
+    def _restore_counters(self, arrays: dict[str, np.ndarray], counters: dict[str, Any]) -> None:
         try:
             self._n_pending = int(counters["n_pending"])
             self._n_updates = int(counters["n_updates"])
@@ -269,8 +274,6 @@ class SLDAHead(_Head):
         if self._n_updates != int(self.counts_.sum()):
             raise StateFileError("slda update count disagrees with the class counts")
         self._restore_weights(arrays)
-        self._refreshed_at = -1
-        self._stale_rows[:] = True
 
     def learn(self, x: np.ndarray, y: int, w: float) -> None:
         W = float(self.weights_[y])

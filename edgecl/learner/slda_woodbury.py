@@ -113,22 +113,16 @@ class WoodburySLDAHead(SLDAHead):
 
     def restore(self, arrays: dict[str, np.ndarray], counters: dict[str, Any]) -> None:
         _Head.restore(self, arrays, counters)
+        self._restore_counters(arrays, counters)
         try:
-            self._n_pending = int(counters["n_pending"])
-            self._n_updates = int(counters["n_updates"])
             self._ref_weight = float(counters["ref_weight"])
             self._exact_at = int(counters["exact_at"])
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFileError(f"slda counters are invalid: {exc}") from None
-        if not 0 <= self._n_pending < self.pending_.shape[0]:
-            raise StateFileError(f"slda pending count {self._n_pending} out of range")
-        if self._n_updates != int(self.counts_.sum()):
-            raise StateFileError("slda update count disagrees with the class counts")
         if not (np.isfinite(self._ref_weight) and 0 <= self._exact_at <= self._n_updates):
             raise StateFileError("slda woodbury counters out of range")
         if not (np.isfinite(self.precision_).all() and np.isfinite(self.coef_).all()):
             raise StateFileError("slda precision or coefficients are not finite")
-        self._restore_weights(arrays)
 
     # -- learning ----------------------------------------------------------------
     def learn(self, x: np.ndarray, y: int, w: float) -> None:
