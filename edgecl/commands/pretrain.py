@@ -134,6 +134,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     try:
         from edgecl.host.data import ClassSelectionError
         from edgecl.host.pretrain import run
+        from edgecl.host.strategies import UnsupportedScenario
     except ImportError as exc:
         raise ImportError(
             f"edgecl pretrain needs torch ({exc.name or exc} missing): pip install 'edgecl[host]'"
@@ -144,5 +145,5 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         args.data = str(DEFAULT_DATA)
     try:
         return run(args)
-    except ClassSelectionError as exc:  # a class name the data does not have: usage, not failure
+    except (ClassSelectionError, UnsupportedScenario) as exc:  # usage errors, not failures
         raise UsageError(str(exc)) from None

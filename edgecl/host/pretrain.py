@@ -47,7 +47,7 @@ from edgecl.host.data import (
     tasks_from_files,
 )
 from edgecl.host.models import build_model
-from edgecl.host.strategies import make_strategy
+from edgecl.host.strategies import check_scenario, make_strategy
 from edgecl.host.train import TaskResult, TrainConfig, resolve_bn_policy, train_tasks
 
 __all__ = ["run"]
@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         buffer_size=args.buffer_size,
         seed=args.seed,
     )
+    check_scenario(strategy, scenario)
     bn_policy = resolve_bn_policy(args.bn_policy, strategy)
     if len(tasks) > 1 and os.environ.get("RANK", "0") == "0":  # once under torchrun
         print(_bn_note(args.bn_policy, bn_policy, strategy_name, model), file=sys.stderr)

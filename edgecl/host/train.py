@@ -294,7 +294,7 @@ def train_tasks(
         return np.array(
             [
                 evaluate(
-                    model,
+                    strategy.eval_model(model, j),
                     task.x_test,
                     task.y_test,
                     device,
@@ -302,7 +302,7 @@ def train_tasks(
                     batch_size=cfg.eval_batch_size,
                     timings=timings,
                 )
-                for task in tasks
+                for j, task in enumerate(tasks)
             ]
         )
 
@@ -347,7 +347,8 @@ def train_tasks(
                     loss = loss + extra
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                scaler.unscale_(opt)  # strategies read true gradients in after_step
+                scaler.unscale_(opt)  # strategies read true gradients in before/after_step
+                strategy.before_step(model)
                 scaler.step(opt)
                 scaler.update()
                 strategy.after_step(model)
@@ -377,6 +378,9 @@ def train_tasks(
             "bn_policy_requested": cfg.bn_policy,
             "device": str(device),
             "world_size": info.world_size,
+            "params": sum(p.numel() for p in model.parameters()),
+            "buffer_bytes": strategy.nbytes(),
+            **strategy.report(),
         },
     )
 

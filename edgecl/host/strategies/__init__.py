@@ -28,7 +28,13 @@ import inspect
 from typing import Any
 
 from edgecl.errors import ConfigError
-from edgecl.host.strategies.base import Strategy, TaskView, masked
+from edgecl.host.strategies.base import (
+    Strategy,
+    TaskView,
+    UnsupportedScenario,
+    check_scenario,
+    masked,
+)
 from edgecl.host.strategies.ewc import EWC, diagonal_fisher
 from edgecl.host.strategies.joint import Joint
 from edgecl.host.strategies.lwf import LwF
@@ -50,6 +56,8 @@ __all__ = [
     "Replay",
     "Strategy",
     "TaskView",
+    "UnsupportedScenario",
+    "check_scenario",
     "diagonal_fisher",
     "make_strategy",
     "masked",

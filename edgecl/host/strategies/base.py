@@ -7,9 +7,16 @@ The training loop (:func:`edgecl.host.train.train_tasks`) calls, for task ``t``:
         x, y, tid = strategy.augment(x, y, tid)       # e.g. append replayed samples
         logits = model(x)
         loss = cross_entropy(mask(logits, tid), y) + strategy.penalty(model, x, logits)
-        loss.backward(); optimiser.step()
+        loss.backward()
+        strategy.before_step(model)                   # e.g. project or mask p.grad
+        optimiser.step()
         strategy.after_step(model)                    # e.g. SI's path integral
     strategy.after_task(model, view)                  # e.g. Fisher, buffer, snapshot
+    for each task j: evaluate strategy.eval_model(model, j) on j's test set
+
+A strategy that only makes sense in some scenarios lists them in ``scenarios``
+(``edgecl pretrain`` refuses the others with exit code 2); :meth:`report` adds
+its own figures (e.g. a generator's parameter count) to the result JSON.
 
 Hooks return values instead of mutating shared state (STYLE: Avalanche is the
 anti-model). Learned tensors live in attributes ending in ``_`` (sklearn
@@ -28,7 +35,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["MASK_FILL", "Strategy", "TaskView", "masked"]
+from edgecl.errors import ConfigError
+
+__all__ = ["MASK_FILL", "Strategy", "TaskView", "UnsupportedScenario", "check_scenario", "masked"]
 
 # Logit given to classes outside a task-IL task: exp() of it is exactly 0 in float32,
 # yet it stays finite so products with zero probabilities (distillation) are not NaN.
@@ -91,6 +100,20 @@ class TaskView:
                 raise ValueError("the task has no training batches")
 
 
+class UnsupportedScenario(ConfigError):
+    """A strategy asked for a scenario it is not defined for (a usage error: exit code 2)."""
+
+
+def check_scenario(strategy: Strategy, scenario: str) -> None:
+    """Raise :class:`UnsupportedScenario` with a one-line reason unless ``scenario`` fits."""
+    if strategy.scenarios is not None and scenario not in strategy.scenarios:
+        why = f": {strategy.scenario_reason}" if strategy.scenario_reason else ""
+        raise UnsupportedScenario(
+            f"--strategy {strategy.name} runs in {', '.join(strategy.scenarios)} only, "
+            f"not {scenario}{why}"
+        )
+
+
 class Strategy:
     """Fine-tuning (naive): train on each task in turn with nothing added.
 
@@ -101,6 +124,10 @@ class Strategy:
     #: ``bn_policy="auto"`` keeps the task-1 BatchNorm statistics for this strategy
     #: (DESIGN §9): True for penalties on weights, which leave the statistics unprotected.
     keeps_bn_statistics = False
+    #: Scenarios the method is defined for (None: all); others are refused with a reason.
+    scenarios: tuple[str, ...] | None = None
+    #: Why only those scenarios (shown when refusing).
+    scenario_reason = ""
 
     def train_on(self, t: int) -> range:
         """Indices of the tasks whose training data task ``t`` trains on."""
@@ -119,11 +146,22 @@ class Strategy:
         """An extra loss term for this batch (``logits`` are unmasked), or None."""
         return None
 
+    def before_step(self, model: nn.Module) -> None:
+        """Called after ``backward()`` and before the optimiser step: may change ``p.grad``."""
+
     def after_step(self, model: nn.Module) -> None:
         """Called after every optimiser step (gradients still in ``p.grad``)."""
 
     def after_task(self, model: nn.Module, task: TaskView) -> None:
         """Called once after training on a task, model in training mode."""
+
+    def eval_model(self, model: nn.Module, task: int) -> nn.Module:
+        """The module that predicts task ``task``'s test set (e.g. with that task's masks)."""
+        return model
+
+    def report(self) -> dict[str, object]:
+        """Extra JSON-able figures for the result (e.g. ``generator_params``)."""
+        return {}
 
     def nbytes(self) -> int:
         """Bytes of the learned tensors this strategy keeps (attributes ending in ``_``)."""
