@@ -163,3 +163,23 @@ def test_cli_choices_match_the_host_registries():
 
     assert cli._PRETRAIN_MODELS == ARCHS
     assert sorted(cli._PRETRAIN_STRATEGIES) == sorted(STRATEGIES)
+
+
+def test_task_il_only_strategies_refuse_other_scenarios_with_exit_2(tmp_path, capsys):
+    from edgecl.cli import main
+
+    data = write_image_npz(tmp_path / "d.npz")
+    for name in ("packnet", "xdg", "multihead"):
+        argv = ["pretrain", "--data", str(data), "--split-classes", "2", "--scenario",
+                "class-il", "--strategy", name, "--epochs", "1", "--no-progress"]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--strategy {name} runs in task-il only" in err[0], err
+    argv = ["pretrain", "--data", str(data), "--split-classes", "2", "--scenario", "task-il",
+            "--strategy", "packnet", "--epochs", "1", "--retrain-steps", "2", "--no-progress",
+            "--json", str(tmp_path / "r.json")]  # fmt: skip
+    assert main(argv) == 0
+    import json
+
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["params"] > 0 and res["buffer_bytes"] > 0 and "packnet_free_fraction" in res

@@ -43,6 +43,7 @@ OPTIONS = {
     "si_c": 1.0,
     "mas_lambda": 1.0,
     "buffer_size": 60,
+    "xdg_gating": 0.5,  # the 16-unit test model keeps 8 units per task
 }
 
 
@@ -142,7 +143,8 @@ def test_bn_freeze_keeps_task_one_statistics():
     assert not torch.allclose(*stats["train"])
 
 
-AUTO_FREEZES = {"ewc", "online-ewc", "si", "mas"}  # the weight-penalty strategies (DESIGN §9)
+# The weight-penalty strategies (DESIGN §9) and the isolation ones whose old units must not drift.
+AUTO_FREEZES = {"ewc", "online-ewc", "si", "mas", "packnet", "xdg"}
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))

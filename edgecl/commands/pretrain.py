@@ -28,7 +28,9 @@ examples:
   torchrun --nproc-per-node 2 -m edgecl pretrain --data D.npz --out m.safetensors
       data-parallel (DDP; NCCL on GPUs, gloo on CPUs)
 
-Strategies: naive, joint (upper bound), ewc, online-ewc, si, mas, lwf, replay.
+Strategies: naive, joint (upper bound), ewc, online-ewc, si, mas, lwf, replay;
+packnet, xdg and multihead need the task id at test time (task-IL only; other
+scenarios exit 2 with the reason).
 Fisher (--fisher): squared gradient of each batch's mean loss, averaged over
 --fisher-batches batches; "empirical" uses the observed labels, "true" labels
 sampled from the model. --bn-policy freeze keeps the task-1 BatchNorm
@@ -40,7 +42,10 @@ is printed on stderr and recorded in the JSON and the checkpoint.
 """
 
 _PRETRAIN_MODELS = ("mlp", "cnn", "imu-cnn")  # = edgecl.host.models.ARCHS
-_PRETRAIN_STRATEGIES = ("naive", "joint", "ewc", "online-ewc", "si", "mas", "lwf", "replay")
+_PRETRAIN_STRATEGIES = (
+    "naive", "joint", "ewc", "online-ewc", "si", "mas", "lwf", "replay",
+    "packnet", "xdg", "multihead",
+)  # fmt: skip
 
 
 def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -117,6 +122,9 @@ def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     s.add_argument("--lwf-alpha", type=float, metavar="F", help="LwF distillation weight (1.0)")
     s.add_argument("--lwf-temperature", type=float, metavar="F", help="LwF temperature (2.0)")
     s.add_argument("--buffer-size", type=int, metavar="N", help="replay samples (default 1000)")
+    s.add_argument("--prune-ratio", type=float, metavar="F", help="packnet: pruned share (0.5)")
+    s.add_argument("--retrain-steps", type=int, metavar="N", help="packnet: retrain batches (50)")
+    s.add_argument("--xdg-gating", type=float, metavar="F", help="xdg: share of units gated (0.8)")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT", help="write the result as JSON ('-' = stdout only)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -115,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.lwf_alpha,
         temperature=args.lwf_temperature,
         buffer_size=args.buffer_size,
+        prune_ratio=args.prune_ratio,
+        retrain_steps=args.retrain_steps,
+        retrain_lr=args.lr,
+        xdg_gating=args.xdg_gating,
         seed=args.seed,
     )
     check_scenario(strategy, scenario)
