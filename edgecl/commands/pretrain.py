@@ -37,7 +37,8 @@ sampled from the model. --bn-policy freeze keeps the task-1 BatchNorm
 statistics (BatchNorm in eval mode from task 2 on); "train" lets them drift;
 "auto" (default) freezes them for ewc, online-ewc, si and mas, which protect
 weights but not BatchNorm statistics (MNIST after Fashion-MNIST with EWC: ~0.97
-frozen, ~0.74 drifting), and trains them for the other strategies. The choice
+frozen, ~0.74 drifting), and for packnet and xdg, whose old tasks' units must
+not drift; it trains them for the other strategies. The choice
 is printed on stderr and recorded in the JSON and the checkpoint.
 """
 
@@ -107,7 +108,7 @@ def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         choices=["auto", "train", "freeze"],
         default="auto",
         help="freeze: keep task-1 BatchNorm statistics on later tasks; auto (default): "
-        "freeze for ewc, online-ewc, si, mas, else train",
+        "freeze for ewc, online-ewc, si, mas, packnet, xdg, else train",
     )
     s.add_argument("--ewc-lambda", type=float, metavar="F", help="EWC λ (default 1e5)")
     s.add_argument(
