@@ -144,7 +144,7 @@ def test_bn_freeze_keeps_task_one_statistics():
 
 
 # The weight-penalty strategies (DESIGN §9) and the isolation ones whose old units must not drift.
-AUTO_FREEZES = {"ewc", "online-ewc", "si", "mas", "packnet", "xdg"}
+AUTO_FREEZES = {"ewc", "online-ewc", "si", "mas", "packnet", "xdg", "agem", "gpm", "importance-lr"}
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))

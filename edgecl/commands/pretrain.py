@@ -28,7 +28,8 @@ examples:
   torchrun --nproc-per-node 2 -m edgecl pretrain --data D.npz --out m.safetensors
       data-parallel (DDP; NCCL on GPUs, gloo on CPUs)
 
-Strategies: naive, joint (upper bound), ewc, online-ewc, si, mas, lwf, replay;
+Strategies: naive, joint (upper bound), ewc, online-ewc, si, mas, lwf, replay,
+agem, gpm, importance-lr;
 packnet, xdg and multihead need the task id at test time (task-IL only; other
 scenarios exit 2 with the reason).
 Fisher (--fisher): squared gradient of each batch's mean loss, averaged over
@@ -38,14 +39,14 @@ statistics (BatchNorm in eval mode from task 2 on); "train" lets them drift;
 "auto" (default) freezes them for ewc, online-ewc, si and mas, which protect
 weights but not BatchNorm statistics (MNIST after Fashion-MNIST with EWC: ~0.97
 frozen, ~0.74 drifting), and for packnet and xdg, whose old tasks' units must
-not drift; it trains them for the other strategies. The choice
+not drift, and for agem, gpm and importance-lr; it trains them otherwise. The choice
 is printed on stderr and recorded in the JSON and the checkpoint.
 """
 
 _PRETRAIN_MODELS = ("mlp", "cnn", "imu-cnn")  # = edgecl.host.models.ARCHS
 _PRETRAIN_STRATEGIES = (
     "naive", "joint", "ewc", "online-ewc", "si", "mas", "lwf", "replay",
-    "packnet", "xdg", "multihead",
+    "packnet", "xdg", "multihead", "agem", "gpm", "importance-lr",
 )  # fmt: skip
 
 
@@ -108,7 +109,8 @@ def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         choices=["auto", "train", "freeze"],
         default="auto",
         help="freeze: keep task-1 BatchNorm statistics on later tasks; auto (default): "
-        "freeze for ewc, online-ewc, si, mas, packnet, xdg, else train",
+        "freeze for ewc, online-ewc, si, mas, packnet, xdg, agem, gpm, importance-lr, "
+        "else train",
     )
     s.add_argument("--ewc-lambda", type=float, metavar="F", help="EWC λ (default 1e5)")
     s.add_argument(
@@ -126,6 +128,13 @@ def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     s.add_argument("--prune-ratio", type=float, metavar="F", help="packnet: pruned share (0.5)")
     s.add_argument("--retrain-steps", type=int, metavar="N", help="packnet: retrain batches (50)")
     s.add_argument("--xdg-gating", type=float, metavar="F", help="xdg: share of units gated (0.8)")
+    s.add_argument("--memory-size", type=int, metavar="N", help="agem: samples per task (100)")
+    s.add_argument("--memory-batch", type=int, metavar="N", help="agem: reference batch (256)")
+    s.add_argument("--gpm-threshold", type=float, metavar="F", help="gpm: energy kept (0.97)")
+    s.add_argument("--gpm-samples", type=int, metavar="N", help="gpm: samples per basis (300)")
+    s.add_argument(
+        "--importance-strength", type=float, metavar="F", help="importance-lr: s in 1/(1+sF) (1e7)"
+    )
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT", help="write the result as JSON ('-' = stdout only)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")

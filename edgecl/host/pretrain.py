@@ -119,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
         retrain_steps=args.retrain_steps,
         retrain_lr=args.lr,
         xdg_gating=args.xdg_gating,
+        memory_size=args.memory_size,
+        memory_batch=args.memory_batch,
+        gpm_threshold=args.gpm_threshold,
+        gpm_samples=args.gpm_samples,
+        importance_strength=args.importance_strength,
         seed=args.seed,
     )
     check_scenario(strategy, scenario)

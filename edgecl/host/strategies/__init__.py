@@ -14,6 +14,9 @@ replay         reservoir buffer of old samples mixed into each batch      replay
 packnet        prune per task, freeze each task's weights (task-IL)       packnet
 xdg            fixed random gate of hidden units per task (task-IL)       xdg
 multihead      fine-tuning with the task-IL multi-head output             multihead
+agem           project gradients that conflict with an episodic memory    agem
+gpm            project gradients out of old tasks' input subspaces        gpm
+importance-lr  steps scaled down by accumulated Fisher importance         importance_lr
 =============  =========================================================  ==========
 
 :func:`make_strategy` builds one by name from flat keyword options; options a
@@ -22,7 +25,7 @@ strategy does not use are ignored, so a CLI can pass all of its flags.
 >>> make_strategy("ewc", ewc_lambda=10.0, buffer_size=5).ewc_lambda
 10.0
 >>> sorted(STRATEGIES)[:4]
-['ewc', 'joint', 'lwf', 'mas']
+['agem', 'ewc', 'gpm', 'importance-lr']
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import inspect
 from typing import Any
 
 from edgecl.errors import ConfigError
+from edgecl.host.strategies.agem import AGEM
 from edgecl.host.strategies.base import (
     Strategy,
     TaskView,
@@ -39,6 +43,8 @@ from edgecl.host.strategies.base import (
     masked,
 )
 from edgecl.host.strategies.ewc import EWC, diagonal_fisher
+from edgecl.host.strategies.gpm import GPM
+from edgecl.host.strategies.importance_lr import ImportanceLR
 from edgecl.host.strategies.joint import Joint
 from edgecl.host.strategies.lwf import LwF
 from edgecl.host.strategies.mas import MAS
@@ -51,10 +57,13 @@ from edgecl.host.strategies.si import SI
 from edgecl.host.strategies.xdg import XdG
 
 __all__ = [
+    "AGEM",
     "EWC",
+    "GPM",
     "MAS",
     "SI",
     "STRATEGIES",
+    "ImportanceLR",
     "Joint",
     "LwF",
     "MultiHead",
@@ -74,7 +83,22 @@ __all__ = [
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (Naive, Joint, EWC, OnlineEWC, SI, MAS, LwF, Replay, PackNet, XdG, MultiHead)
+    for cls in (
+        Naive,
+        Joint,
+        EWC,
+        OnlineEWC,
+        SI,
+        MAS,
+        LwF,
+        Replay,
+        PackNet,
+        XdG,
+        MultiHead,
+        AGEM,
+        GPM,
+        ImportanceLR,
+    )  # fmt: skip
 }
 
 
