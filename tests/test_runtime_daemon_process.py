@@ -117,7 +117,10 @@ def test_kill_9_loses_at_most_the_label_in_flight(tmp_path):
     proc.stdin.flush()
     seen = _read_lines(proc, kill_after)
     os.kill(proc.pid, signal.SIGKILL)  # mid-run: maybe mid-checkpoint
-    out, _ = proc.communicate(timeout=30)
+    # Read the rest through the same buffered reader: communicate() reads the raw pipe and
+    # would miss lines readline() already buffered (an undercount by one or more).
+    out = proc.stdout.read()
+    proc.communicate(timeout=30)  # stdout is at EOF: this reaps and closes the pipes
     processed = len(seen) + out.count(b'"seq"')
     assert proc.returncode == -signal.SIGKILL
     # Restart on an empty input: it must resume cleanly from the newest checkpoint.
