@@ -144,7 +144,9 @@ def test_bn_freeze_keeps_task_one_statistics():
 
 
 # The weight-penalty strategies (DESIGN §9) and the isolation ones whose old units must not drift.
-AUTO_FREEZES = {"ewc", "online-ewc", "si", "mas", "packnet", "xdg", "agem", "gpm", "importance-lr"}
+AUTO_FREEZES = {
+    "ewc", "online-ewc", "si", "mas", "kfac-ewc", "packnet", "xdg", "agem", "gpm", "importance-lr",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))

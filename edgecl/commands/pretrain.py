@@ -29,7 +29,7 @@ examples:
       data-parallel (DDP; NCCL on GPUs, gloo on CPUs)
 
 Strategies: naive, joint (upper bound), ewc, online-ewc, si, mas, lwf, replay,
-agem, gpm, importance-lr;
+agem, gpm, importance-lr, kfac-ewc, feature-distill, dgr;
 packnet, xdg and multihead need the task id at test time (task-IL only; other
 scenarios exit 2 with the reason).
 Fisher (--fisher): squared gradient of each batch's mean loss, averaged over
@@ -47,6 +47,7 @@ _PRETRAIN_MODELS = ("mlp", "cnn", "imu-cnn")  # = edgecl.host.models.ARCHS
 _PRETRAIN_STRATEGIES = (
     "naive", "joint", "ewc", "online-ewc", "si", "mas", "lwf", "replay",
     "packnet", "xdg", "multihead", "agem", "gpm", "importance-lr",
+    "kfac-ewc", "feature-distill", "dgr",
 )  # fmt: skip
 
 
@@ -109,8 +110,8 @@ def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         choices=["auto", "train", "freeze"],
         default="auto",
         help="freeze: keep task-1 BatchNorm statistics on later tasks; auto (default): "
-        "freeze for ewc, online-ewc, si, mas, packnet, xdg, agem, gpm, importance-lr, "
-        "else train",
+        "freeze for ewc, online-ewc, si, mas, kfac-ewc, packnet, xdg, agem, gpm, "
+        "importance-lr, else train",
     )
     s.add_argument("--ewc-lambda", type=float, metavar="F", help="EWC λ (default 1e5)")
     s.add_argument(
@@ -135,6 +136,9 @@ def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     s.add_argument(
         "--importance-strength", type=float, metavar="F", help="importance-lr: s in 1/(1+sF) (1e7)"
     )
+    s.add_argument("--distill-lambda", type=float, metavar="F", help="feature-distill weight (1)")
+    s.add_argument("--vae-epochs", type=int, metavar="N", help="dgr: VAE passes per task (10)")
+    s.add_argument("--vae-latent", type=int, metavar="N", help="dgr: VAE latent size (32)")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT", help="write the result as JSON ('-' = stdout only)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -124,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
         gpm_threshold=args.gpm_threshold,
         gpm_samples=args.gpm_samples,
         importance_strength=args.importance_strength,
+        distill_lambda=args.distill_lambda,
+        vae_epochs=args.vae_epochs,
+        vae_latent=args.vae_latent,
         seed=args.seed,
     )
     check_scenario(strategy, scenario)

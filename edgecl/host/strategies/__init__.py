@@ -17,6 +17,9 @@ multihead      fine-tuning with the task-IL multi-head output             multih
 agem           project gradients that conflict with an episodic memory    agem
 gpm            project gradients out of old tasks' input subspaces        gpm
 importance-lr  steps scaled down by accumulated Fisher importance         importance_lr
+kfac-ewc       EWC with a Kronecker-factored Fisher per Linear layer      kfac
+feature-distill  distil the previous extractor's features (L2)            feature_distill
+dgr            a VAE's samples, soft-labelled by the previous model       dgr
 =============  =========================================================  ==========
 
 :func:`make_strategy` builds one by name from flat keyword options; options a
@@ -25,7 +28,7 @@ strategy does not use are ignored, so a CLI can pass all of its flags.
 >>> make_strategy("ewc", ewc_lambda=10.0, buffer_size=5).ewc_lambda
 10.0
 >>> sorted(STRATEGIES)[:4]
-['agem', 'ewc', 'gpm', 'importance-lr']
+['agem', 'dgr', 'ewc', 'feature-distill']
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ from edgecl.host.strategies.base import (
     check_scenario,
     masked,
 )
+from edgecl.host.strategies.dgr import DGR
 from edgecl.host.strategies.ewc import EWC, diagonal_fisher
+from edgecl.host.strategies.feature_distill import FeatureDistill
 from edgecl.host.strategies.gpm import GPM
 from edgecl.host.strategies.importance_lr import ImportanceLR
 from edgecl.host.strategies.joint import Joint
+from edgecl.host.strategies.kfac import KFACEWC
 from edgecl.host.strategies.lwf import LwF
 from edgecl.host.strategies.mas import MAS
 from edgecl.host.strategies.multihead import MultiHead
@@ -58,8 +64,11 @@ from edgecl.host.strategies.xdg import XdG
 
 __all__ = [
     "AGEM",
+    "DGR",
     "EWC",
     "GPM",
+    "KFACEWC",
+    "FeatureDistill",
     "MAS",
     "SI",
     "STRATEGIES",
@@ -98,7 +107,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
         AGEM,
         GPM,
         ImportanceLR,
-    )  # fmt: skip
+        KFACEWC,
+        FeatureDistill,
+        DGR,
+    )
 }
 
 
