@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"development datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request):
+    """Host tests train tiny models: one torch thread is fastest and immune to a busy second
+    core. Only where the test module already imported torch (device tests never do)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not request.module.__name__.startswith("test_host"):
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -25,15 +25,6 @@ from edgecl.host.strategies.xdg import XdG  # noqa: E402
 from edgecl.host.train import TrainConfig, train_tasks  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and immune to a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(seed=0):
     torch.manual_seed(seed)
     return build_model("mlp", (6,), 6, embed_dim=16, width=16)

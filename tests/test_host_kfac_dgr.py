@@ -20,15 +20,6 @@ from edgecl.host.strategies.feature_distill import FeatureDistill  # noqa: E402
 from edgecl.host.strategies.kfac import KFACEWC, kronecker_factors  # noqa: E402
 from edgecl.host.train import TrainConfig, resolve_bn_policy, train_tasks  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 MAKERS = {
     "kfac-ewc": lambda: KFACEWC(ewc_lambda=100.0, fisher_batches=5),
     "feature-distill": lambda: FeatureDistill(distill_lambda=1.0),

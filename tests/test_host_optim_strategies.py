@@ -22,16 +22,6 @@ from edgecl.host.strategies.gpm import GPM, grow_basis  # noqa: E402
 from edgecl.host.strategies.importance_lr import ImportanceLR  # noqa: E402
 from edgecl.host.train import TrainConfig, train_tasks  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and immune to a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 MAKERS = {
     "agem": lambda: AGEM(memory_size=20, memory_batch=32, seed=0),
     "gpm": lambda: GPM(gpm_threshold=0.97, gpm_samples=50),

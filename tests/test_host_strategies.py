@@ -27,16 +27,6 @@ from edgecl.host.strategies import (  # noqa: E402
 from edgecl.host.strategies.replay import last_writes  # noqa: E402
 from edgecl.host.train import TrainConfig, resolve_bn_policy, train_tasks  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and immune to a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 OPTIONS = {
     "ewc_lambda": 100.0,
     "fisher_batches": 5,

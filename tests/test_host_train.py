@@ -16,14 +16,6 @@ from edgecl.host.strategies import make_strategy  # noqa: E402
 from edgecl.host.train import TrainConfig, evaluate, resolve_device, train_tasks  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize(
     "field, value",
     [
