@@ -84,4 +84,4 @@ crash-test: dev  ## kill -9 edgecl run 100 times (often mid-checkpoint) + a full
 	$(PY) tools/replug.py --link tcp --cycles 10 --json tools/figures/replug-tcp.json
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
