@@ -15,7 +15,7 @@ from torch import nn  # noqa: E402
 from edgecl.host.data import SCENARIOS  # noqa: E402
 from edgecl.host.models import build_model  # noqa: E402
 from edgecl.host.strategies import TaskView, diagonal_fisher  # noqa: E402
-from edgecl.host.strategies.dgr import DGR  # noqa: E402
+from edgecl.host.strategies.dgr import DGR, IGNORE  # noqa: E402
 from edgecl.host.strategies.feature_distill import FeatureDistill  # noqa: E402
 from edgecl.host.strategies.kfac import KFACEWC, kronecker_factors  # noqa: E402
 from edgecl.host.train import TrainConfig, resolve_bn_policy, train_tasks  # noqa: E402
@@ -216,28 +216,55 @@ def test_dgr_samples_have_the_datas_shape_and_range(shape):
     assert torch.equal(s.sample(3), both.amax(dim=0).expand(3, *shape))
 
 
+def _replay_term(s, net, x, seed=None):
+    """One step as the loop takes it: augment, one forward, penalty."""
+    if seed is not None:
+        s._gen.manual_seed(seed)
+    zeros = torch.zeros(len(x), dtype=torch.long)
+    xa, ya, ta = s.augment(x, zeros, zeros)
+    return s.penalty(net, xa, net(xa))
+
+
+def test_dgr_augment_appends_generated_rows_that_cross_entropy_ignores():
+    torch.manual_seed(0)
+    net = nn.Linear(6, 3)
+    s = DGR(vae_latent=4, vae_hidden=16, vae_epochs=1, replay_batch=5)
+    x, y, tid = torch.randn(8, 6), torch.randint(0, 3, (8,)), torch.zeros(8, dtype=torch.long)
+    assert s.augment(x, y, tid)[0] is x  # nothing to replay yet
+    s.after_task(net, _blob_view((6,), 0)[0])
+    s.before_task(net, TaskView(1, (0, 1, 2), None, lambda: iter(())))
+    xa, ya, ta = s.augment(x, y, tid)
+    assert xa.shape == (13, 6) and torch.equal(xa[:8], x) and torch.equal(ya[:8], y)
+    assert (ya[8:] == IGNORE).all() and (ta[8:] == 1).all()
+    logits = net(xa)
+    torch.testing.assert_close(  # the loop's hard-label loss sees the real rows only
+        nn.functional.cross_entropy(logits, ya), nn.functional.cross_entropy(logits[:8], y)
+    )
+    assert float(s.penalty(net, xa, logits).detach()) == pytest.approx(0.0, abs=1e-6)
+    assert s.penalty(net, xa, logits) is None  # the targets are used once
+
+
 def test_dgr_replay_term_is_zero_for_the_unchanged_model_and_weighted_by_tasks_done():
     torch.manual_seed(0)
     net = nn.Linear(6, 3)
     s = DGR(vae_latent=4, vae_hidden=16, vae_epochs=1)
     x = torch.randn(8, 6)
-    assert s.penalty(net, x, None) is None  # no generator yet
+    assert _replay_term(s, net, x) is None  # no generator yet
     view, _ = _blob_view((6,), 0)
     s.after_task(net, view)
-    assert float(s.penalty(net, x, None).detach()) == pytest.approx(0.0, abs=1e-6)
+    assert float(_replay_term(s, net, x).detach()) == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         net.weight.add_(torch.randn(3, 6))
-    p1 = s.penalty(net, x, None)
+    p1 = _replay_term(s, net, x)
     assert float(p1.detach()) > 0 and p1.requires_grad
     s.after_task(net, view)  # the old model is now the changed one: zero again
-    assert float(s.penalty(net, x, None).detach()) == pytest.approx(0.0, abs=1e-6)
+    assert float(_replay_term(s, net, x).detach()) == pytest.approx(0.0, abs=1e-6)
     assert s._tasks_done == 2 and s._seen == [0, 1, 2]
     with torch.no_grad():
         net.weight.add_(torch.randn(3, 6))
-    s._gen.manual_seed(5)
-    paper = s.penalty(net, x, None)  # after 2 tasks: weight t - 1 = 2 against the new task's 1
-    s.replay_weight, _ = 1.0, s._gen.manual_seed(5)
-    torch.testing.assert_close(paper, 2.0 * s.penalty(net, x, None))
+    paper = _replay_term(s, net, x, seed=5)  # after 2 tasks: weight t - 1 = 2 vs the new task's 1
+    s.replay_weight = 1.0
+    torch.testing.assert_close(paper, 2.0 * _replay_term(s, net, x, seed=5))
 
 
 def test_dgr_class_il_replay_gives_the_new_classes_target_zero_and_task_il_leaves_them_out():
@@ -253,8 +280,7 @@ def test_dgr_class_il_replay_gives_the_new_classes_target_zero_and_task_il_leave
 
     def replay_term(mask, model):
         s.before_task(model, TaskView(1, (3, 4, 5), mask, lambda: iter(())))
-        s._gen.manual_seed(0)
-        return float(s.penalty(model, x, None).detach())
+        return float(_replay_term(s, model, x, seed=0).detach())
 
     assert replay_term(None, favours_new) > replay_term(None, net) + 1.0  # class-IL
     task_il = torch.ones(2, 6, dtype=torch.bool)
