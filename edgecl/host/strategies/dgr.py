@@ -17,10 +17,11 @@ Design, chosen to fit the loop's hooks:
   each feature from the min/max of the training inputs seen so far to [0, 1],
   reconstructs with a sigmoid and binary cross-entropy (the MNIST VAE of van de
   Ven et al.), and maps samples back: they have the data's shape and lie in its
-  observed range (clipped once more against rounding). On Split-MNIST this
-  generated recognisable digits where a Gaussian decoder on the same inputs
-  (unit or optimal shared variance) gave blurry ones that the previous model
-  labelled no better than chance.
+  observed range (clipped once more against rounding). Trained on MNIST 0s
+  and 1s for 10 epochs, 86 % of its samples were 0s or 1s to a reference
+  classifier, against 56 % for a Gaussian decoder with an optimal shared
+  variance (the σ-VAE of Rybkin et al. 2021) on the same inputs: blurry
+  averages that the previous model labels arbitrarily.
 * **When it trains**: in :meth:`DGR.after_task`, ``vae_epochs`` passes over
   the task's data, each batch joined by as many samples of the previous
   generator (a frozen copy), weighted ``1/t`` (new) and ``(t−1)/t`` (replayed)
@@ -36,7 +37,8 @@ Design, chosen to fit the loop's hooks:
   weighting, rescaled so the current loss keeps weight 1 (``replay_weight``
   fixes ``w``). One forward pass over the mixed batch matters with BatchNorm:
   a separate pass over generated inputs alone normalised them with their own
-  batch statistics, and Split-MNIST class-IL fell from 0.89 to 0.78 (10 epochs).
+  batch statistics, and Split-MNIST class-IL fell from 0.86 to 0.78 (one seed,
+  400-400 mlp, 10 epochs for both networks).
 * **Classes distilled**: the soft targets span the classes of all previous
   tasks (every output in domain-IL). In class-IL the current task's classes
   join the new model's softmax with target probability 0, as in van de Ven's
