@@ -86,7 +86,7 @@ class EdgeclLearner:
 class TorchSoftmax:
     """edgecl's softmax + replay + EWC++ update, written in torch as a torch user would.
 
-    The same algorithm as :class:`edgecl.learner.heads.SoftmaxHead`, step for step:
+    The same algorithm as :class:`edgecl.learner.softmax_head.SoftmaxHead`, step for step:
 
     * ``torch.optim.SGD`` (edgecl's ``lr`` and ``weight_decay``) on the mean
       cross-entropy of the new sample plus ``replay_k`` *distinct* rows of the
