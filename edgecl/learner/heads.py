@@ -38,6 +38,7 @@ import numpy as np
 
 from edgecl.errors import BudgetError, StateFileError
 from edgecl.learner.config import LearnerConfig
+from edgecl.learner.merge import HeadStats
 
 __all__ = ["NCMHead", "SLDAHead", "head_class", "make_head"]
 
@@ -152,12 +153,13 @@ class _Head:
 class NCMHead(_Head):
     """Nearest class mean: score = −½‖x − μ_c‖².
 
-    >>> import numpy as np
-    >>> from edgecl.learner.config import LearnerConfig
-    >>> h = NCMHead(LearnerConfig(dim=2, max_classes=3, head="ncm"))
-    >>> h.learn(np.array([0.0, 0.0]), 0, 1.0); h.learn(np.array([2.0, 2.0]), 0, 3.0)
-    >>> h.means_[0].tolist()
-    [1.5, 1.5]
+        >>> import numpy as np
+        >>> from edgecl.learner.config import LearnerConfig
+    from edgecl.learner.merge import HeadStats
+        >>> h = NCMHead(LearnerConfig(dim=2, max_classes=3, head="ncm"))
+        >>> h.learn(np.array([0.0, 0.0]), 0, 1.0); h.learn(np.array([2.0, 2.0]), 0, 3.0)
+        >>> h.means_[0].tolist()
+        [1.5, 1.5]
     """
 
     name = "ncm"
@@ -191,6 +193,17 @@ class NCMHead(_Head):
             self.sums_[y] += w * x
         self.weights_[y] += w
         self._count(y)
+
+    def statistics(self) -> HeadStats:
+        """Copies of the sufficient statistics (see :mod:`edgecl.learner.merge`)."""
+        return HeadStats(self.counts_.copy(), self.weights_.copy(), self.sums_.copy())
+
+    def set_statistics(self, st: HeadStats) -> None:
+        """Replace everything learned by ``st`` (validated by the caller)."""
+        self.counts_[...] = st.counts
+        self.weights_[...] = st.weights
+        self.sums_[...] = st.sums
+        self._sync_seen()
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         mu = self.means_
@@ -288,6 +301,26 @@ class SLDAHead(_Head):
         self._count(y)
         self._n_updates += 1
         self._stale_rows[y] = True
+
+    def statistics(self) -> HeadStats:
+        """Copies of the sufficient statistics, queued rows folded into the scatter."""
+        p = self.pending_[: self._n_pending]
+        scatter = self.scatter_ + p.T @ p
+        sums = self.means_ * self.weights_[:, None]
+        return HeadStats(self.counts_.copy(), self.weights_.copy(), sums, scatter)
+
+    def set_statistics(self, st: HeadStats) -> None:
+        """Replace everything learned by ``st`` (validated by the caller) and rebuild
+        the derived arrays exactly (:meth:`refresh` with ``force``)."""
+        self.counts_[...] = st.counts
+        self.weights_[...] = st.weights
+        self.means_[...] = st.means
+        self.scatter_[...] = st.scatter
+        self.pending_[...] = 0.0
+        self._n_pending = 0
+        self._n_updates = int(st.counts.sum())
+        self._sync_seen()
+        self.refresh(force=True)
 
     def covariance(self) -> np.ndarray:
         """The current covariance estimate Σ = scatter / Σw (before shrinkage)."""

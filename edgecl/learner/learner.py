@@ -35,6 +35,7 @@ from edgecl.errors import BudgetError, ConfigError, InputError
 from edgecl.learner.config import LearnerConfig
 from edgecl.learner.fisher import OnlineFisher
 from edgecl.learner.heads import head_class, make_head
+from edgecl.learner.merge import MERGEABLE_HEADS, HeadStats, average_softmax, check_compatible
 from edgecl.learner.reservoir import ReservoirBuffer
 from edgecl.learner.usernorm import UserNorm
 
@@ -279,6 +280,52 @@ class StreamingLearner:
     def classes_(self) -> np.ndarray:
         """Labels learned at least once, ascending."""
         return np.flatnonzero(self.head.seen_mask)
+
+    # -- merging (fleet) -------------------------------------------------------
+    def statistics(self) -> HeadStats:
+        """The head's sufficient statistics (NCM, SLDA): what a fleet upload is made of.
+
+        Raises :class:`~edgecl.errors.ConfigError` for a softmax head (it has none).
+        """
+        if self.config.head not in MERGEABLE_HEADS:
+            raise ConfigError(
+                f"a {self.config.head} head has no sufficient statistics; exact merging and "
+                f"deltas need head='ncm' or 'slda' (softmax heads: average_softmax, approximate)"
+            )
+        return self.head.statistics()
+
+    def merge(self, *others: StreamingLearner) -> None:
+        """Add what ``others`` learned to this learner, in place.
+
+        NCM/SLDA: exact — the head becomes the one a learner fed all the streams would
+        have (to round-off), whatever their order or split. Softmax: Fisher-weighted
+        parameter averaging (approximate, see :func:`~edgecl.learner.merge.average_softmax`).
+        Everything is checked before anything changes: same bundle (config ``tag``),
+        same config, valid statistics; else :class:`~edgecl.errors.ConfigError` or
+        :class:`~edgecl.errors.StateFileError` and this learner is untouched. This
+        learner keeps its own user statistics, replay buffer and Fisher.
+        """
+        check_compatible([self, *others])
+        if self.config.head not in MERGEABLE_HEADS:
+            theta = average_softmax([self, *others])
+            counts = sum((o.head.counts_ for o in others), self.head.counts_.copy())
+            self.head.theta_[...] = theta
+            self.head.counts_[...] = counts
+            self.head._sync_seen()
+        else:
+            total = self.statistics()
+            for i, other in enumerate(others):
+                total = total + other.statistics().validate(f"learner {i + 1}")
+            self.apply_statistics(total)
+        self.n_learned += sum(o.n_learned for o in others)
+
+    def apply_statistics(self, stats: HeadStats) -> None:
+        """Replace the head's statistics by ``stats`` (validated first; derived arrays
+        are rebuilt exactly). The fleet client uses this to adopt a merged head."""
+        mine = self.statistics()
+        mine._like(stats)
+        stats.validate("merged statistics")
+        self.head.set_statistics(stats)
 
     # -- memory and persistence ----------------------------------------------
     def memory_report(self) -> dict[str, int]:
