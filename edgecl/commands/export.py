@@ -133,16 +133,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             args.out,
             m=args.random_features,
             kind=args.kind or "rff",
-            gamma=args.gamma,
             input_shape=args.input_shape,
-            data=args.data,
-            head=None if args.head == "none" else args.head,
-            max_classes=args.max_classes,
-            opset=args.opset,
-            seed=args.seed,
-            overwrite=args.force,
-            sign_key=args.sign_key,
-            standardize=not args.no_standardize,
+            **_shared_options(args),
         )
         return _report(report, args)
     if args.input_shape is not None:
@@ -150,20 +142,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     report = export_bundle(
         args.checkpoint,
         args.out,
-        data=args.data,
         quantize=args.quantize,
-        head=None if args.head == "none" else args.head,
-        max_classes=args.max_classes,
-        opset=args.opset,
-        seed=args.seed,
-        overwrite=args.force,
-        sign_key=args.sign_key,
-        standardize=not args.no_standardize,
         random_features=args.random_features,
         kind=args.kind or "relu",
-        gamma=args.gamma,
+        **_shared_options(args),
     )
     return _report(report, args)
+
+
+def _shared_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options a checkpoint export and a stage-alone export take alike."""
+    return {
+        "data": args.data,
+        "head": None if args.head == "none" else args.head,
+        "max_classes": args.max_classes,
+        "opset": args.opset,
+        "seed": args.seed,
+        "overwrite": args.force,
+        "sign_key": args.sign_key,
+        "standardize": not args.no_standardize,
+        "gamma": args.gamma,
+    }
 
 
 def _report(report: Any, args: argparse.Namespace) -> int:

@@ -23,9 +23,10 @@ Steps (each checked, each failure one readable error):
 5. Optional ``int8``: dynamic quantisation by onnxruntime (weights uint8,
    activations quantised per call); the size change, the embedding change and
    the held-out accuracy change of the head are measured and recorded.
-6. Initial head: a :class:`~edgecl.learner.StreamingLearner` (SLDA by
-   default) fitted with ``learn_many`` on the pre-training embeddings computed
-   by the exported model itself, so a device starts useful. Classes the
+6. Initial head (:mod:`edgecl.host.head_fit`): a
+   :class:`~edgecl.learner.StreamingLearner` (SLDA by default) fitted with
+   ``learn_many`` on the pre-training embeddings computed by the exported
+   model itself, so a device starts useful. Classes the
    checkpoint was pre-trained without (``provenance.excluded_classes``) are
    left out here too, so the head has never seen them. With subjects (IMU
    data) and an NCM/SLDA head the learner standardises per user
@@ -49,11 +50,11 @@ checkpoint twice gives identical bundles (``make bundle-check``).
 
 from __future__ import annotations
 
-import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -61,8 +62,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from edgecl.errors import BundleError, ConfigError, DataError
+from edgecl.errors import BundleError, ConfigError
 from edgecl.host.checkpoint import load_checkpoint, read_checkpoint_meta
+from edgecl.host.head_fit import HeadData, fit_and_measure, head_config, head_data, head_provenance
 from edgecl.host.onnx_export import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -72,12 +74,12 @@ from edgecl.host.onnx_export import (
     parity,
     quantize_int8,
 )
-from edgecl.learner import LearnerConfig, StreamingLearner, plan_budget
-from edgecl.learner.slda_woodbury import large_dim_options
 from edgecl.learner.state import state_bytes
 from edgecl.runtime.bundle import FORMAT, FORMAT_VERSION, Bundle, write_bundle
-from edgecl.runtime.extractor import OnnxExtractor
 from edgecl.runtime.signing import load_private_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "TOLERANCE",
@@ -88,7 +90,6 @@ __all__ = [
 ]
 
 TOLERANCE = 1e-4
-DEFAULT_BUDGET_BYTES = 4_000_000
 QUANTIZE = ("int8",)
 # Provenance keys that change from run to run without changing the model.
 _VOLATILE = {"date", "time", "timestamp", "seconds", "wall_s", "host", "hostname", "path"}
@@ -138,6 +139,37 @@ class ExportReport:
             "signed_by": self.signed_by,
             "random_features": self.stage,
         }
+
+    @classmethod
+    def written(
+        cls,
+        bundle: Bundle,
+        model: bytes,
+        head: bytes | None,
+        diff: float,
+        n: int,
+        *,
+        float_bytes: int,
+        accuracy: dict[str, Any],
+        stage: dict[str, Any] | None,
+        parity_against: str,
+        parity_tolerance: float = TOLERANCE,
+        quantize: str | None = None,
+        quantization: dict[str, Any] | None = None,
+    ) -> ExportReport:
+        """The report of ``bundle`` as written: its ``model`` and ``head`` bytes, and sizes.
+
+        ``diff`` is the parity check's largest difference over ``n`` inputs.
+        """
+        return cls(
+            path=bundle.path, bundle=bundle, parity_max_abs_diff=diff, parity_n=n,
+            float_bytes=float_bytes, model_bytes=len(model),
+            head_bytes=0 if head is None else len(head),
+            total_bytes=sum(p.stat().st_size for p in bundle.path.iterdir()),
+            quantize=quantize, accuracy=accuracy, quantization=quantization,
+            signed_by=bundle.signed_by, stage=stage, parity_against=parity_against,
+            parity_tolerance=parity_tolerance,
+        )  # fmt: skip
 
     def summary(self) -> str:
         """A few readable lines for the terminal."""
@@ -206,22 +238,6 @@ def _pct(v: float | None) -> str:
 # -- data ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
-class _HeadData:
-    """Raw (un-normalised) pre-training inputs, and held-out ones, for the head."""
-
-    name: str
-    sha256: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    test_name: str
-    test_subjects: list[int] | None
-    subject_train: np.ndarray | None  # IMU: the subject of every window, for standardisation
-    subject_test: np.ndarray | None
-
-
 def find_pretraining_data(meta: dict[str, Any]) -> Path | None:
     """The checkpoint's pre-training ``.npz``, when it is found and its sha256 matches.
 
@@ -262,156 +278,6 @@ def excluded_classes(meta: dict[str, Any], n_classes: int) -> list[int]:
             f"in [0, {n_classes})"
         )
     return sorted(raw)
-
-
-def _head_data(
-    data: str | os.PathLike[str], meta: dict[str, Any], limit: int | None, excluded: list[int]
-) -> _HeadData:
-    from edgecl.host.data import load_training_data
-
-    prov = meta.get("provenance") or {}
-    win = meta.get("window") or {}
-    held = prov.get("test_subjects", meta.get("test_subjects"))
-    td = load_training_data(
-        data,
-        window=win.get("length"),
-        hop=win.get("hop"),
-        test_subjects=held,
-        limit=prov.get("limit") if limit is None else limit,
-        seed=int(prov.get("seed", 0) or 0),
-        exclude_classes=excluded,
-    )
-    norm = meta.get("normalisation")
-    if norm is not None and td.normalisation != norm:
-        raise DataError(
-            f"{data}: its normalisation differs from the checkpoint's; is this the "
-            "pre-training data? (the head must see what the extractor saw)"
-        )
-    mean = np.asarray(td.normalisation["mean"], np.float32)
-    std = np.asarray(td.normalisation["std"], np.float32)
-    # load_training_data returns normalised inputs; the bundle's graph takes raw ones.
-    raw_tr = (td.x_train * std + mean).astype(np.float32)
-    raw_te = (td.x_test * std + mean).astype(np.float32)
-    if td.test_subjects:
-        name = "subjects " + ", ".join(str(s) for s in td.test_subjects)
-    else:
-        name = "test split"
-    return _HeadData(
-        td.name, td.sha256, raw_tr, td.y_train, raw_te, td.y_test, name, td.test_subjects,
-        td.subject_train, td.subject_test,
-    )  # fmt: skip
-
-
-def _fit_head(
-    E: np.ndarray, y: np.ndarray, cfg: LearnerConfig, groups: np.ndarray | None
-) -> StreamingLearner:
-    learner = StreamingLearner(cfg)
-    if cfg.standardize:
-        learner.learn_many(E.astype(np.float64), y, groups=groups)
-    else:
-        learner.learn_many(E.astype(np.float64), y)
-    return learner
-
-
-def _accuracy(learner: StreamingLearner, E: np.ndarray, y: np.ndarray) -> float | None:
-    """Accuracy of the learner as shipped: a fresh copy, no user statistics observed."""
-    if len(y) == 0:
-        return None
-    frozen = copy.deepcopy(learner)
-    return float(np.mean(frozen.predict_many(E.astype(np.float64)) == y))
-
-
-def _standardised_accuracy(
-    learner: StreamingLearner, E: np.ndarray, y: np.ndarray, groups: np.ndarray
-) -> float | None:
-    """Pooled accuracy when each group's statistics are observed first (no labels).
-
-    For every subject, a copy of the learner observes all of that subject's
-    windows (unsupervised per-user standardisation, as a device would after a
-    while) and then predicts them.
-    """
-    if len(y) == 0:
-        return None
-    E = E.astype(np.float64)
-    correct = 0
-    for g in np.unique(groups):
-        rows = groups == g
-        user = copy.deepcopy(learner)
-        user.observe_many(E[rows])
-        correct += int(np.sum(user.predict_many(E[rows]) == y[rows]))
-    return correct / len(y)
-
-
-def head_config(
-    dim: int,
-    head: str,
-    max_classes: int,
-    budget_bytes: int | None,
-    buffer_capacity: int | None,
-    standardize: bool,
-    seed: int,
-) -> LearnerConfig:
-    """The initial learner's config; ``budget_bytes=None``: 4 MB, or what the head needs.
-
-    An SLDA head of ``WOODBURY_MIN_DIM`` or more dimensions keeps its precision by
-    Woodbury updates in float32 (:func:`edgecl.learner.slda_woodbury.large_dim_options`).
-
-    SLDA's covariance grows as dim², so an embedding widened by random features
-    (``M`` in the thousands) needs more than the 4 MB a plain extractor's head
-    fits in; the default then is the head's own size.
-    """
-    cap = buffer_capacity if buffer_capacity is not None else (1000 if head == "softmax" else 0)
-    fields: dict[str, Any] = dict(
-        dim=dim, max_classes=max_classes, head=head, buffer_capacity=cap,
-        standardize=standardize, seed=seed, **large_dim_options(head, dim),
-    )  # fmt: skip
-    if budget_bytes is None:
-        need = plan_budget(LearnerConfig(**fields, budget_bytes=1 << 40))["state_bytes"]
-        budget_bytes = max(DEFAULT_BUDGET_BYTES, need)
-    return LearnerConfig(**fields, budget_bytes=budget_bytes)
-
-
-def head_provenance(hd: _HeadData) -> dict[str, Any]:
-    """The manifest's ``provenance.head_data``: which data the head was fitted on."""
-    return {
-        "data": hd.name,
-        "sha256": hd.sha256,
-        "train_n": int(len(hd.y_train)),
-        "heldout": hd.test_name,
-        "heldout_n": int(len(hd.y_test)),
-    }
-
-
-def fit_and_measure(
-    model: bytes, hd: _HeadData, cfg: LearnerConfig
-) -> tuple[StreamingLearner, dict[str, Any], np.ndarray, np.ndarray]:
-    """Embed the head data with ``model``, fit the initial head, measure it.
-
-    Returns the learner, the manifest's accuracy fields and the train/held-out embeddings.
-    """
-    ex = OnnxExtractor(model)
-    Etr, Ete = ex.embed_many(hd.x_train), ex.embed_many(hd.x_test)
-    learner = _fit_head(Etr, hd.y_train, cfg, hd.subject_train)
-    measured = {
-        **_measure(learner, Etr, Ete, hd),
-        "heldout_name": hd.test_name,
-        "heldout_n": len(hd.y_test),
-        "train_n": len(hd.y_train),
-    }
-    return learner, measured, Etr, Ete
-
-
-def _measure(
-    learner: StreamingLearner, Etr: np.ndarray, Ete: np.ndarray, hd: _HeadData
-) -> dict[str, Any]:
-    standardised = None
-    if learner.config.standardize and hd.subject_test is not None:
-        standardised = _standardised_accuracy(learner, Ete, hd.y_test, hd.subject_test)
-    return {
-        "train": _accuracy(learner, Etr, hd.y_train),
-        "heldout": _accuracy(learner, Ete, hd.y_test),
-        "heldout_standardised": standardised,
-    }
 
 
 # -- export ----------------------------------------------------------------------
@@ -519,7 +385,7 @@ def export_bundle(
     # Data: the checkpoint's pre-training file unless told otherwise.
     if data is None:
         data = find_pretraining_data(meta)
-    hd = None if data is None else _head_data(data, meta, limit, excluded)
+    hd = None if data is None else head_data(data, meta, limit, excluded)
 
     rng = np.random.default_rng(seed)
     rand = rng.standard_normal((64, *in_shape)).astype(np.float32) * np.float32(std) + np.float32(
@@ -553,19 +419,16 @@ def export_bundle(
     head_bytes = None
     standardised = False
     if head is not None and hd is not None:
-        k = max(32, len(class_names), int(hd.y_train.max()) + 1)
-        standardised = standardize and head in ("slda", "ncm") and hd.subject_train is not None
         cfg = head_config(
-            out_dim, head, k if max_classes is None else max_classes, budget_bytes,
-            buffer_capacity, standardised, seed,
+            out_dim, head, hd, len(class_names), max_classes, budget_bytes, buffer_capacity,
+            standardize, seed,
         )  # fmt: skip
-        learner, measured, Etr, Ete = fit_and_measure(float_model, hd, cfg)
+        standardised = cfg.standardize
+        learner, measured, _, Ete = fit_and_measure(float_model, hd, cfg)
         accuracy |= measured
         if quantize is not None:
-            ex_q = OnnxExtractor(shipped)
-            Qtr, Qte = ex_q.embed_many(hd.x_train), ex_q.embed_many(hd.x_test)
-            learner_q = _fit_head(Qtr, hd.y_train, cfg, hd.subject_train)
-            measured_q = _measure(learner_q, Qtr, Qte, hd)
+            # The int8 model's own head; its held-out fields are the same rows as above.
+            learner_q, measured_q, _, Qte = fit_and_measure(shipped, hd, cfg)
             quant = {
                 "float_heldout_accuracy": accuracy["heldout"],
                 "int8_heldout_accuracy": measured_q["heldout"],
@@ -594,31 +457,43 @@ def export_bundle(
         manifest["random_features"] = rf.to_json()
         manifest["parity"]["stage"] = stage["parity"]
         manifest["provenance"]["random_features"] = {"gamma_source": stage["gamma_source"]}
-    bundle = write_bundle(out, manifest, shipped, head_bytes, overwrite=overwrite, sign_key=signer)
-    # Read it back through the device path and compare with what was measured.
+    bundle = write_verified(
+        out, manifest, shipped, head_bytes, overwrite=overwrite, signer=signer,
+        check=probe[:8], reference=reference if quantize is None else None, tolerance=tolerance,
+    )  # fmt: skip
+    return ExportReport.written(
+        bundle, shipped, head_bytes, diff, len(probe), float_bytes=len(float_model),
+        accuracy=accuracy, stage=stage,
+        parity_against="torch" if stage is None else "torch + numpy random features",
+        quantize=quantize, quantization=quant,
+    )  # fmt: skip
+
+
+def write_verified(
+    out: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    model: bytes,
+    head: bytes | None,
+    *,
+    overwrite: bool,
+    signer: Ed25519PrivateKey | None,
+    check: np.ndarray,
+    reference: Callable[[np.ndarray], np.ndarray] | None,
+    tolerance: float,
+) -> Bundle:
+    """Write the bundle, then read it back through the device path and compare.
+
+    The written model's embeddings of ``check`` must match ``reference`` within
+    ``tolerance``; ``reference=None`` skips the comparison (a quantised model
+    differs from the float one by design).
+    """
+    bundle = write_bundle(out, manifest, model, head, overwrite=overwrite, sign_key=signer)
     ex = bundle.extractor()
-    check = probe[:8]
-    if quantize is None and float(np.abs(ex.embed_many(check) - reference(check)).max()) > (
+    if reference is not None and float(np.abs(ex.embed_many(check) - reference(check)).max()) > (
         tolerance
     ):
         raise BundleError(f"{bundle.path}: the written bundle does not reproduce the export")
-    total = sum(p.stat().st_size for p in bundle.path.iterdir())
-    return ExportReport(
-        path=bundle.path,
-        bundle=bundle,
-        parity_max_abs_diff=diff,
-        parity_n=len(probe),
-        float_bytes=len(float_model),
-        model_bytes=len(shipped),
-        head_bytes=0 if head_bytes is None else len(head_bytes),
-        total_bytes=total,
-        quantize=quantize,
-        accuracy=accuracy,
-        quantization=quant,
-        signed_by=bundle.signed_by,
-        stage=stage,
-        parity_against="torch" if stage is None else "torch + numpy random features",
-    )
+    return bundle
 
 
 def _torch(module: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -636,7 +511,7 @@ def _manifest(
     opset: int,
     diff: float,
     n_probe: int,
-    hd: _HeadData | None,
+    hd: HeadData | None,
     accuracy: dict[str, Any],
     quant: dict[str, Any] | None,
     head: str | None,
@@ -645,7 +520,6 @@ def _manifest(
 ) -> dict[str, Any]:
     from edgecl import __version__
 
-    window = meta.get("window")
     prov = {k: v for k, v in (meta.get("provenance") or {}).items() if k not in _VOLATILE}
     if isinstance(prov.get("data"), str):
         prov["data"] = Path(prov["data"]).name  # no machine-specific absolute paths
@@ -687,14 +561,7 @@ def _manifest(
             "axis": -1,
             "in_graph": True,
         },
-        "window": None
-        if window is None
-        else {
-            "length": int(window["length"]),
-            "hop": int(window["hop"]),
-            "channels": [str(c) for c in window["channels"]],
-            "rate_hz": window.get("rate_hz"),
-        },
+        "window": manifest_window(meta.get("window")),
         "parity": {"max_abs_diff": diff, "n": n_probe, "tolerance": TOLERANCE},
         "accuracy": accuracy,
         "provenance": prov,
@@ -702,3 +569,21 @@ def _manifest(
     if head is not None:
         m["head"] = {"kind": head, "standardize": standardize}
     return m
+
+
+def manifest_window(window: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The manifest's ``window`` (IMU row layout) from the data's, in plain JSON types.
+
+    >>> manifest_window({"length": 100.0, "hop": 50, "channels": ("ax",), "rate_hz": 50})
+    {'length': 100, 'hop': 50, 'channels': ['ax'], 'rate_hz': 50}
+    >>> manifest_window(None) is None
+    True
+    """
+    if window is None:
+        return None
+    return {
+        "length": int(window["length"]),
+        "hop": int(window["hop"]),
+        "channels": [str(c) for c in window["channels"]],
+        "rate_hz": window.get("rate_hz"),
+    }

@@ -29,15 +29,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgecl.errors import BundleError, ConfigError
+from edgecl.errors import ConfigError
 from edgecl.host.data import load_training_data
-from edgecl.host.export import (
-    ExportReport,
-    _HeadData,
-    fit_and_measure,
-    head_config,
-    head_provenance,
-)
+from edgecl.host.export import ExportReport, manifest_window, write_verified
+from edgecl.host.head_fit import HeadData, fit_and_measure, head_config, head_provenance
 from edgecl.host.onnx_export import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME
 from edgecl.host.random_features import (
     PARITY_N,
@@ -49,7 +44,7 @@ from edgecl.host.random_features import (
     stage_report,
 )
 from edgecl.learner.state import state_bytes
-from edgecl.runtime.bundle import FORMAT, FORMAT_VERSION, write_bundle
+from edgecl.runtime.bundle import FORMAT, FORMAT_VERSION
 from edgecl.runtime.random_features import GAMMA_SAMPLES, RandomFeatures, make_stage
 from edgecl.runtime.signing import load_private_key
 
@@ -106,15 +101,7 @@ def export_stage_bundle(
                 f"--input-shape {list(shape)}: a per-channel normalisation needs the data's "
                 f"own shape {list(td.in_shape)}"
             )
-        mean, std = np.float32(norm["mean"]), np.float32(norm["std"])
-        held = td.test_subjects
-        hd = _HeadData(
-            td.name, td.sha256,
-            (td.x_train * std + mean).reshape(len(td.y_train), *shape), td.y_train,
-            (td.x_test * std + mean).reshape(len(td.y_test), *shape), td.y_test,
-            "subjects " + ", ".join(map(str, held)) if held else "test split", held,
-            td.subject_train, td.subject_test,
-        )  # fmt: skip
+        hd = HeadData.from_training(td, shape)
         spec = td.window if shape == tuple(td.in_shape) else None
         names = [str(c) for c in td.class_names]
         x_first = td.x_train[:GAMMA_SAMPLES]  # normalised: what the stage sees
@@ -145,12 +132,10 @@ def export_stage_bundle(
     accuracy: dict[str, Any] = {"head": head}
     head_bytes, standardised = None, False
     if head is not None and hd is not None:
-        standardised = standardize and head in ("slda", "ncm") and hd.subject_train is not None
-        k = max(32, len(names), int(hd.y_train.max()) + 1)
         cfg = head_config(
-            rf.m, head, k if max_classes is None else max_classes, budget_bytes, None,
-            standardised, seed,
-        )  # fmt: skip
+            rf.m, head, hd, len(names), max_classes, budget_bytes, None, standardize, seed
+        )
+        standardised = cfg.standardize
         learner, measured, _, _ = fit_and_measure(model, hd, cfg)
         accuracy |= measured
         head_bytes = state_bytes(learner)
@@ -160,27 +145,15 @@ def export_stage_bundle(
         manifest["provenance"]["head_data"] = head_provenance(hd)
     if head_bytes is not None:
         manifest["head"] = {"kind": head, "standardize": standardised}
-    bundle = write_bundle(out, manifest, model, head_bytes, overwrite=overwrite, sign_key=signer)
-    check = probe[:8]
-    if float(np.abs(bundle.extractor().embed_many(check) - reference(check)).max()) > (
-        STAGE_TOLERANCE
-    ):
-        raise BundleError(f"{bundle.path}: the written bundle does not reproduce the export")
-    return ExportReport(
-        path=bundle.path,
-        bundle=bundle,
-        parity_max_abs_diff=diff,
-        parity_n=len(probe),
-        float_bytes=len(model),
-        model_bytes=len(model),
-        head_bytes=0 if head_bytes is None else len(head_bytes),
-        total_bytes=sum(p.stat().st_size for p in bundle.path.iterdir()),
-        accuracy=accuracy,
-        signed_by=bundle.signed_by,
-        stage=stage_report(rf, source, diff, len(probe)),
-        parity_against="numpy",
+    bundle = write_verified(
+        out, manifest, model, head_bytes, overwrite=overwrite, signer=signer,
+        check=probe[:8], reference=reference, tolerance=STAGE_TOLERANCE,
+    )  # fmt: skip
+    return ExportReport.written(
+        bundle, model, head_bytes, diff, len(probe), float_bytes=len(model), accuracy=accuracy,
+        stage=stage_report(rf, source, diff, len(probe)), parity_against="numpy",
         parity_tolerance=STAGE_TOLERANCE,
-    )
+    )  # fmt: skip
 
 
 def _stage_manifest(
@@ -210,14 +183,7 @@ def _stage_manifest(
         "class_names": names,
         "excluded_classes": [],
         "normalisation": None if norm is None else {**norm, "axis": -1, "in_graph": True},
-        "window": None
-        if window is None
-        else {
-            "length": int(window["length"]),
-            "hop": int(window["hop"]),
-            "channels": [str(c) for c in window["channels"]],
-            "rate_hz": window.get("rate_hz"),
-        },
+        "window": manifest_window(window),
         "parity": {"max_abs_diff": diff, "n": n, "tolerance": STAGE_TOLERANCE},
         "random_features": rf.to_json(),
         "provenance": {
