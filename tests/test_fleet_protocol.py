@@ -153,3 +153,27 @@ def test_upload_round_trips_through_its_parts():
     assert back.digest == up.digest
     with pytest.raises(FleetError, match="without"):
         Upload.from_parts({"device": "x"}, up.delta.arrays())
+
+
+def test_bookkeeping_is_saved_with_the_state_and_survives_a_restart(tmp_path):
+    server, (a, b), union = _fleet(2)
+    X, y = _data(7, 30)
+    a.learner.learn_many(X, y)
+    union.learn_many(X, y)
+    _round(server, [a, b])  # a's delta is counted, then a "crashes" before the broadcast
+    a.learner.save(tmp_path / "a.safetensors")
+    back = StreamingLearner.load(tmp_path / "a.safetensors")
+    assert back.fleet is not None and back.fleet.sent_seq == 1 and back.fleet.device == "dev0"
+    assert back.memory_report()["fleet_bytes"] == back.fleet.nbytes > 0
+    a2 = FleetDevice(back, "dev0")
+    a2.sync(*server.offer("dev0"))
+    _same(a2.learner, union)
+    assert not a2.sync(*server.offer("dev0"))  # the same merge again: nothing to do
+
+
+def test_joining_a_fleet_must_fit_the_budget():
+    lr = StreamingLearner(
+        _cfg().replace(budget_bytes=StreamingLearner(_cfg()).memory_report()["state_bytes"])
+    )
+    with pytest.raises(ValueError, match="join a fleet"):
+        lr.join_fleet("dev")

@@ -161,45 +161,50 @@ class FleetServer:
                 "samples": self.global_.n, "digest": self.digest}  # fmt: skip
 
 
-@dataclass
 class FleetDevice:
-    """A device's side: its learner, the global it last adopted and its last upload."""
+    """A device's side of the protocol, over a learner that joined a fleet.
 
-    learner: StreamingLearner
-    device: str
-    base: HeadStats  # the global last adopted (at first: the bundle head it started from)
-    seq: int = 0
-    sent: Upload | None = None
+    The bookkeeping (base, pending upload, numbers) lives in ``learner.fleet`` and is
+    saved with the learner's state, so save the learner after :meth:`sync` and
+    :meth:`upload` and both survive a crash together with the head.
+    """
 
-    def sync(self, global_stats: HeadStats, counted_seq: int) -> None:
-        """Adopt the server's global (a no-op when it is the base already). Whether the
-        last upload is inside it is read from ``counted_seq``."""
-        if global_stats.digest() == self.base.digest() and self.sent is None:
-            return
-        counted = self.sent is not None and counted_seq >= self.sent.seq
-        self.adopt(global_stats, counted)
+    def __init__(self, learner: StreamingLearner, device: str, base: HeadStats | None = None):
+        self.learner = learner
+        self.device = device
+        self.memory = learner.join_fleet(device, base)
+
+    @property
+    def base(self) -> HeadStats:
+        return self.memory.base
+
+    def sync(self, global_stats: HeadStats, counted_seq: int) -> bool:
+        """Adopt the server's merged head plus what this device learned that it does not
+        hold yet (whether the pending upload is inside it is read from ``counted_seq``).
+        Returns False when there was nothing to adopt."""
+        mem = self.memory
+        digest = global_stats.digest()
+        if digest == mem.adopted or (digest == mem.base.digest() and mem.sent_seq == 0):
+            return False
+        mine = self.learner.statistics() - mem.base
+        if mem.sent_seq and counted_seq >= mem.sent_seq:
+            mine = mine - mem.sent
+        self.learner.apply_statistics(global_stats + mine)
+        mem.set_base(global_stats)
+        mem.set_sent(None)
+        mem.sent_seq, mem.sent_base = 0, ""
+        mem.counted_seq = max(mem.counted_seq, counted_seq)
+        mem.adopted = digest
+        return True
 
     def upload(self) -> Upload:
-        """The delta since the adopted global (its digest tells the server which)."""
-        self.seq += 1
-        self.sent = Upload(
-            self.device,
-            self.seq,
-            self.base.digest(),
-            self.learner.config.tag,
-            config_digest(self.learner),
-            self.learner.statistics() - self.base,
-        )
-        return self.sent
-
-    def adopt(self, global_stats: HeadStats, counted: bool) -> None:
-        """Take the new global. ``counted``: the server accepted this device's last upload
-        (it is inside ``global_stats``), so only what was learned since that upload is
-        added on top; otherwise the whole delta since the old base is kept on top."""
-        local = self.learner.statistics()
-        mine = local - self.base
-        if counted and self.sent is not None:
-            mine = mine - self.sent.delta
-        self.learner.apply_statistics(global_stats + mine)
-        self.base = global_stats
-        self.sent = None
+        """The delta since the adopted merged head (its digest tells the server which).
+        A second upload before the next sync replaces the first (same base)."""
+        mem = self.memory
+        mem.seq += 1
+        base = mem.base.digest()
+        up = Upload(self.device, mem.seq, base, self.learner.config.tag,
+                    config_digest(self.learner), self.learner.statistics() - mem.base)  # fmt: skip
+        mem.set_sent(up.delta)
+        mem.sent_seq, mem.sent_base = mem.seq, base
+        return up

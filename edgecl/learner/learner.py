@@ -34,6 +34,7 @@ import numpy as np
 from edgecl.errors import BudgetError, ConfigError, InputError
 from edgecl.learner.config import LearnerConfig
 from edgecl.learner.fisher import OnlineFisher
+from edgecl.learner.fleet_memory import FleetMemory
 from edgecl.learner.heads import head_class, make_head
 from edgecl.learner.merge import MERGEABLE_HEADS, HeadStats, average_softmax, check_compatible
 from edgecl.learner.reservoir import ReservoirBuffer
@@ -83,6 +84,7 @@ class StreamingLearner:
             UserNorm(config.dim, config.standardize_prior_n) if config.standardize else None
         )
         self.n_learned = 0
+        self.fleet: FleetMemory | None = None  # set by join_fleet
 
     @property
     def buffer(self) -> ReservoirBuffer | None:
@@ -99,6 +101,8 @@ class StreamingLearner:
         own: dict[str, Any] = {"head": self.head, **self.head.parts()}
         if self.user is not None:
             own["user"] = self.user
+        if self.fleet is not None:
+            own["fleet"] = self.fleet
         return own
 
     # -- validation ----------------------------------------------------------
@@ -319,6 +323,31 @@ class StreamingLearner:
             self.apply_statistics(total)
         self.n_learned += sum(o.n_learned for o in others)
 
+    def join_fleet(self, device: str, base: HeadStats | None = None) -> FleetMemory:
+        """Start keeping fleet bookkeeping (saved with the state; see
+        :mod:`edgecl.learner.fleet_memory`). ``base``: the merged head this learner
+        starts from — the bundle head it was loaded from (default: its statistics now,
+        right for a learner that has learned nothing since). Raises
+        :class:`~edgecl.errors.BudgetError` when the bookkeeping does not fit the budget.
+        Joining again only renames the device."""
+        if self.fleet is not None:
+            self.fleet.device = device
+            return self.fleet
+        cfg = self.config
+        st = self.statistics()
+        need = FleetMemory.nbytes_for(cfg.max_classes, cfg.dim, st.scatter is not None)
+        have = self.memory_report()["state_bytes"]
+        if have + need > cfg.budget_bytes:
+            raise BudgetError(
+                f"budget_bytes={cfg.budget_bytes:,} is too small to join a fleet: the state "
+                f"holds {have:,} B and the fleet bookkeeping needs {need:,} B more"
+            )
+        fleet = FleetMemory(cfg.max_classes, cfg.dim, st.scatter is not None)
+        fleet.set_base(st if base is None else base.validate("fleet base"))
+        fleet.device = device
+        self.fleet = fleet
+        return fleet
+
     def apply_statistics(self, stats: HeadStats) -> None:
         """Replace the head's statistics by ``stats`` (validated first; derived arrays
         are rebuilt exactly). The fleet client uses this to adopt a merged head."""
@@ -335,13 +364,15 @@ class StreamingLearner:
         fisher_bytes = fisher.nbytes if fisher is not None else 0
         buf_bytes = buf.nbytes if buf is not None else 0
         user_bytes = self.user.nbytes if self.user is not None else 0
+        fleet_bytes = self.fleet.nbytes if self.fleet is not None else 0
         return {
             "budget_bytes": self.config.budget_bytes,
-            "state_bytes": head + fisher_bytes + buf_bytes + user_bytes,
+            "state_bytes": head + fisher_bytes + buf_bytes + user_bytes + fleet_bytes,
             "head_bytes": head,
             "fisher_bytes": fisher_bytes,
             "buffer_bytes": buf_bytes,
             "user_bytes": user_bytes,
+            "fleet_bytes": fleet_bytes,
             "buffer_capacity": buf.capacity if buf is not None else 0,
             "buffer_len": len(buf) if buf is not None else 0,
             "buffer_seen": buf.seen if buf is not None else 0,

@@ -22,8 +22,11 @@ created with mode 0600. Nothing is ever unpickled.
 
 Versions. 2 (this one): heads own their memory (no buffer for NCM/SLDA), NCM
 and SLDA carry class ``weights_``, and the ``user`` part holds the per-user
-standardisation. Version 1 files still load: their NCM/SLDA buffer arrays
-(which no NCM/SLDA head ever read) are dropped, class weights are the class
+standardisation; a learner that joined a fleet also saves the ``fleet`` part
+(:mod:`edgecl.learner.fleet_memory`: the merged head it last adopted, its last
+upload), so a merge and its bookkeeping land in one atomic write. Version 1
+files still load: their NCM/SLDA buffer arrays (which no NCM/SLDA head ever
+read) are dropped, class weights are the class
 counts (every v1 sample had weight 1), and standardisation is off — the
 learner predicts exactly as it did.
 """
@@ -256,6 +259,11 @@ def load_state_bytes(raw: bytes, where: str = "<bytes>") -> StreamingLearner:
     except (ConfigError, KeyError, TypeError) as exc:
         raise StateFileError(f"{where}: stored config is invalid ({exc})") from None
     learner = StreamingLearner(cfg)
+    if any(k.startswith("fleet.") for k in arrays):
+        try:
+            learner.join_fleet("")  # restored below
+        except ValueError as exc:
+            raise StateFileError(f"{where}: {exc}") from None
     parts = learner.parts()
     expected = {f"{p}.{n}" for p, obj in parts.items() for n in obj.arrays()}
     if set(arrays) != expected:
