@@ -193,7 +193,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
         d.learner.learn_one(X[i], int(Y[i]))
         if i in (9, 19):
             d.store.save(d.learner)
-    newest = sorted(state.iterdir())[-1]
+    newest = sorted(state.glob("learner-*"))[-1]
     raw = bytearray(newest.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     newest.write_bytes(bytes(raw))
@@ -485,3 +485,27 @@ def test_cli_slda_checkpoint_is_the_head_not_a_buffer(tmp_path):
     lr = load_state(ckpt)
     assert lr.n_learned == 50 and lr.buffer is None
     assert ckpt.stat().st_size <= 2 * lr.memory_report()["head_bytes"]
+
+
+def test_a_second_process_on_a_running_daemons_state_dir_is_refused(tmp_path):
+    """The state directory has one writer: a daemon holds its lock while it runs."""
+    import subprocess
+    import sys
+
+    from edgecl.runtime.checkpoint import StateDirBusy, lock_state_dir
+
+    state = tmp_path / "state"
+    d = build_daemon(DaemonConfig(source="-", state_dir=str(state)), features=3)
+    probe = (
+        "import sys\nfrom edgecl.runtime.checkpoint import lock_state_dir, StateDirBusy\n"
+        "try:\n    lock_state_dir(sys.argv[1])\nexcept StateDirBusy as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    busy = subprocess.run([sys.executable, "-c", probe, str(state)], capture_output=True, text=True)
+    assert busy.returncode == 3 and f"pid {os.getpid()}" in busy.stdout
+    d.state_lock.close()  # what run() does when the daemon stops
+    free = subprocess.run([sys.executable, "-c", probe, str(state)], capture_output=True, text=True)
+    assert free.returncode == 0, free.stdout
+    lock = lock_state_dir(state)  # and this process can take it again
+    lock.close()
+    assert StateDirBusy.__mro__[1].__name__ == "StateFileError"

@@ -104,6 +104,7 @@ def test_daemon_checkpoints_are_private(tmp_path):
         "journal.wal",  # the label journal: as private as the checkpoints
         "learner-00000002.safetensors",
         "learner-00000003.safetensors",
+        "lock",  # the state directory's writer lock (holds the daemon's pid)
     ]
     assert _mode(state) == 0o700
     assert all(_mode(p) == 0o600 for p in files)

@@ -153,13 +153,12 @@ class _Head:
 class NCMHead(_Head):
     """Nearest class mean: score = −½‖x − μ_c‖².
 
-        >>> import numpy as np
-        >>> from edgecl.learner.config import LearnerConfig
-    from edgecl.learner.merge import HeadStats
-        >>> h = NCMHead(LearnerConfig(dim=2, max_classes=3, head="ncm"))
-        >>> h.learn(np.array([0.0, 0.0]), 0, 1.0); h.learn(np.array([2.0, 2.0]), 0, 3.0)
-        >>> h.means_[0].tolist()
-        [1.5, 1.5]
+    >>> import numpy as np
+    >>> from edgecl.learner.config import LearnerConfig
+    >>> h = NCMHead(LearnerConfig(dim=2, max_classes=3, head="ncm"))
+    >>> h.learn(np.array([0.0, 0.0]), 0, 1.0); h.learn(np.array([2.0, 2.0]), 0, 3.0)
+    >>> h.means_[0].tolist()
+    [1.5, 1.5]
     """
 
     name = "ncm"

@@ -40,6 +40,7 @@ writing its temp file and renaming it, so a ``kill -9`` can land mid-write.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -51,13 +52,79 @@ from edgecl.errors import StateFileError
 from edgecl.learner import StreamingLearner
 from edgecl.learner.state import fsync_dir, load_state_bytes, state_bytes, write_new_file
 
-__all__ = ["CheckpointStore", "StateMismatchError", "check_owner", "owner_tag"]
+__all__ = ["LOCK", "CheckpointStore", "StateDirBusy", "StateLock", "StateMismatchError",
+           "check_owner", "lock_state_dir", "owner_tag"]  # fmt: skip
 
 log = logging.getLogger("edgecl.run")
 
 _NAME = re.compile(r"^learner-(\d{8,})\.safetensors$")
 DELAY_ENV = "EDGECL_TEST_CHECKPOINT_DELAY_S"
 RESET_HINT = "edgecl run --reset-state"
+
+
+#: The advisory lock a process holds on a state directory while it may write there.
+LOCK = "lock"
+
+
+class StateDirBusy(StateFileError):
+    """Another process (a running ``edgecl run``, a fleet round) holds the state directory."""
+
+
+# Locks this process holds, by lock path: [descriptor, holders]. flock excludes other
+# processes; within one process a second holder shares the first one's lock.
+_HELD: dict[str, list[int]] = {}
+
+
+class StateLock:
+    """A hold on a state directory's exclusive ``flock``; released by :meth:`close`, when
+    collected, or when the process ends however it ends."""
+
+    def __init__(self, key: str) -> None:
+        self.key: str | None = key
+
+    def close(self) -> None:
+        key, self.key = self.key, None
+        held = _HELD.get(key) if key is not None else None
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[key]
+            os.close(held[0])  # closing the descriptor releases the flock
+
+    __del__ = close
+
+    def __repr__(self) -> str:
+        return f"StateLock(held={self.key is not None})"
+
+
+def lock_state_dir(directory: str | os.PathLike[str]) -> StateLock:
+    """Take the state directory's exclusive lock (``flock`` on ``directory/lock``).
+
+    Raises :class:`StateDirBusy` naming the holder's pid when another process has it.
+    One writer process per state directory: the daemon holds it while it runs; a
+    fleet round takes it while it changes the state. (Holders in one process share
+    the lock: they are one writer as far as the directory is concerned.)
+    """
+    path = Path(directory) / LOCK
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return StateLock(key)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StateDirBusy(
+            f"{directory} is in use by another edgecl process (pid {holder}); "
+            f"one process at a time writes a state directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[key] = [fd, 1]
+    return StateLock(key)
 
 
 class StateMismatchError(StateFileError):
@@ -194,8 +261,12 @@ class CheckpointStore:
     def move_aside(self) -> Path | None:
         """Move every file of the directory into a new ``replaced-<UTC time>/``
         subdirectory (mode 0700) and return it; None when there was nothing to move.
-        Subdirectories (earlier ones) stay where they are. Nothing is deleted."""
-        files = [p for p in self.directory.iterdir() if p.is_file() or p.is_symlink()]
+        Subdirectories (earlier ones) and the lock stay where they are. Nothing is deleted."""
+        files = [
+            p
+            for p in self.directory.iterdir()
+            if (p.is_file() or p.is_symlink()) and p.name != LOCK
+        ]
         if not files:
             return None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -170,6 +170,7 @@ class Daemon:
         self.memory = SeqMemory(config.pending, extractor.dim)
         self.store = CheckpointStore(config.state_dir) if config.state_dir else None
         self.journal = journal
+        self.state_lock: Any = None  # the state directory's lock (build_daemon sets it)
         self.stats = Stats()
         self.notifier = notifier or Notifier()
         self.source, self.sink = source, sink
@@ -225,6 +226,8 @@ class Daemon:
             self.checkpoint(final=True)
             if self.journal is not None:
                 self.journal.close()
+            if self.state_lock is not None:
+                self.state_lock.close()
             self._write_stats()
             self.source.close()
             self.sink.close()

@@ -37,7 +37,7 @@ import numpy as np
 from edgecl.errors import BundleError, ConfigError
 from edgecl.learner import LearnerConfig, StreamingLearner
 from edgecl.learner.state import fsync_dir, state_bytes
-from edgecl.runtime.checkpoint import CheckpointStore, check_owner, owner_tag
+from edgecl.runtime.checkpoint import CheckpointStore, check_owner, lock_state_dir, owner_tag
 from edgecl.runtime.daemon import Daemon, DaemonConfig
 from edgecl.runtime.journal import JOURNAL, LEARN, Journal, apply_records, read_journal
 from edgecl.runtime.options import warn_ignored_options
@@ -92,7 +92,24 @@ def _tagged(learner: StreamingLearner, tag: str) -> StreamingLearner:
     return learner
 
 
-def build_daemon(
+def build_daemon(config: DaemonConfig, **kwargs: Any) -> Daemon:
+    """A ready :class:`Daemon` (see :func:`_build_daemon` for the keyword arguments),
+    holding its state directory's lock (:func:`lock_state_dir`) until it closes: a
+    second daemon, or a fleet round, on the same directory is refused meanwhile."""
+    lock = None
+    if config.state_dir:
+        lock = lock_state_dir(CheckpointStore(config.state_dir).directory)
+    try:
+        daemon = _build_daemon(config, **kwargs)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    daemon.state_lock = lock
+    return daemon
+
+
+def _build_daemon(
     config: DaemonConfig,
     *,
     bundle: Any = None,
