@@ -19,7 +19,7 @@ $(VENV)/.device: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.dev: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e '.[dev,plot,host,sign]'
+	$(PIP) install -e '.[dev,plot,host,sign,fleet]'
 	touch $@ $(VENV)/.device
 
 install: $(VENV)/.device  ## install edgecl (device dependencies only) into .venv

@@ -21,7 +21,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from edgecl.commands import bench, demo, evaluate, export, merge, pretrain, run
+from edgecl.commands import bench, demo, evaluate, export, fleet, merge, pretrain, run
 from edgecl.commands._common import UsageError
 
 __all__ = ["main"]
@@ -35,6 +35,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], 
     bench.add_bench,
     demo.add_demo,
     merge.add_merge,
+    fleet.add_fleet,
 ]
 
 
