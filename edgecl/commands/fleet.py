@@ -171,7 +171,8 @@ def _print_server(report: dict[str, Any], out: Path) -> None:
 def cmd_fleet_client(args: argparse.Namespace) -> int:
     """``edgecl fleet client``: a Flower SuperNode for this device (runs until stopped)."""
     _flower()
-    import subprocess
+    import os
+    import sys
 
     from edgecl.fleet.launch import _tool, free_port, toml_value
 
@@ -183,7 +184,12 @@ def cmd_fleet_client(args: argparse.Namespace) -> int:
             "--node-config", " ".join(f"{k}={toml_value(v)}" for k, v in node.items())]  # fmt: skip
     if args.auth_supernode_private_key:
         argv += ["--auth-supernode-private-key", args.auth_supernode_private_key]
-    return subprocess.run(argv, check=False).returncode
+    # The SuperNode starts Flower's helpers (flower-superexec, flwr-clientapp) by name.
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)  # becomes the SuperNode: signals reach it directly
+    return 1  # not reached
 
 
 def cmd_fleet_simulate(args: argparse.Namespace) -> int:
