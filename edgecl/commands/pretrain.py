@@ -30,8 +30,9 @@ examples:
 
 Strategies: naive, joint (upper bound), ewc, online-ewc, si, mas, lwf, replay,
 agem, gpm, importance-lr, kfac-ewc, feature-distill, dgr;
-packnet, xdg and multihead need the task id at test time (task-IL only; other
-scenarios exit 2 with the reason).
+packnet, xdg, multihead and pnn need the task id at test time (task-IL only;
+other scenarios exit 2 with the reason). pnn grows a column per task, which no
+checkpoint can hold: it refuses --out.
 Fisher (--fisher): squared gradient of each batch's mean loss, averaged over
 --fisher-batches batches; "empirical" uses the observed labels, "true" labels
 sampled from the model. --bn-policy freeze keeps the task-1 BatchNorm
@@ -44,10 +45,11 @@ is printed on stderr and recorded in the JSON and the checkpoint.
 """
 
 _PRETRAIN_MODELS = ("mlp", "cnn", "imu-cnn")  # = edgecl.host.models.ARCHS
+_FEATURE_DISTANCES = ("l2", "cosine")  # = edgecl.host.strategies.feature_distill.DISTANCES
 _PRETRAIN_STRATEGIES = (
     "naive", "joint", "ewc", "online-ewc", "si", "mas", "lwf", "replay",
     "packnet", "xdg", "multihead", "agem", "gpm", "importance-lr",
-    "kfac-ewc", "feature-distill", "dgr",
+    "kfac-ewc", "feature-distill", "dgr", "pnn",
 )  # fmt: skip
 
 
@@ -120,12 +122,27 @@ def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     s.add_argument(
         "--fisher-batches", type=int, metavar="N", help="batches per Fisher / MAS importance (300)"
     )
-    s.add_argument("--fisher-decay", type=float, metavar="F", help="online-ewc γ (default 1.0)")
+    s.add_argument(
+        "--fisher-decay",
+        type=float,
+        metavar="F",
+        help="online-ewc, kfac-ewc: γ in F ← γ·F + F_task (default 1.0: no decay)",
+    )
     s.add_argument("--si-c", type=float, metavar="F", help="SI strength c (default 1.0)")
     s.add_argument("--mas-lambda", type=float, metavar="F", help="MAS λ (default 1.0)")
     s.add_argument("--lwf-alpha", type=float, metavar="F", help="LwF distillation weight (1.0)")
-    s.add_argument("--lwf-temperature", type=float, metavar="F", help="LwF temperature (2.0)")
+    s.add_argument(
+        "--temperature",
+        "--lwf-temperature",
+        dest="temperature",
+        type=float,
+        metavar="F",
+        help="lwf, dgr: softmax temperature of the soft targets (2.0)",
+    )
     s.add_argument("--buffer-size", type=int, metavar="N", help="replay samples (default 1000)")
+    s.add_argument(
+        "--replay-batch", type=int, metavar="N", help="replay, dgr: replayed per batch (= batch)"
+    )
     s.add_argument("--prune-ratio", type=float, metavar="F", help="packnet: pruned share (0.5)")
     s.add_argument("--retrain-steps", type=int, metavar="N", help="packnet: retrain batches (50)")
     s.add_argument("--xdg-gating", type=float, metavar="F", help="xdg: share of units gated (0.8)")
@@ -137,8 +154,18 @@ def add_pretrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         "--importance-strength", type=float, metavar="F", help="importance-lr: s in 1/(1+sF) (1e7)"
     )
     s.add_argument("--distill-lambda", type=float, metavar="F", help="feature-distill weight (1)")
+    s.add_argument(
+        "--feature-distance",
+        choices=_FEATURE_DISTANCES,
+        help="feature-distill: squared L2 or 1 − cosine (default l2)",
+    )
     s.add_argument("--vae-epochs", type=int, metavar="N", help="dgr: VAE passes per task (10)")
     s.add_argument("--vae-latent", type=int, metavar="N", help="dgr: VAE latent size (32)")
+    s.add_argument("--vae-hidden", type=int, metavar="N", help="dgr: VAE hidden width (256)")
+    s.add_argument("--vae-lr", type=float, metavar="F", help="dgr: VAE Adam step size (1e-3)")
+    s.add_argument(
+        "--replay-weight", type=float, metavar="F", help="dgr: replay term weight (tasks done)"
+    )
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="OUT", help="write the result as JSON ('-' = stdout only)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -152,6 +179,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.exclude_classes and args.tasks:
         raise UsageError(
             "--exclude-classes drops classes of one --data file; it does not combine with --tasks"
+        )
+    if args.strategy == "pnn" and args.out:
+        raise UsageError(
+            "--strategy pnn writes no checkpoint: its grown model (a column per task with "
+            "lateral connections) is no architecture `edgecl export` can rebuild; drop --out"
         )
     try:
         from edgecl.host.data import ClassSelectionError

@@ -113,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
         si_c=args.si_c,
         mas_lambda=args.mas_lambda,
         alpha=args.lwf_alpha,
-        temperature=args.lwf_temperature,
+        temperature=args.temperature,
         buffer_size=args.buffer_size,
+        replay_batch=args.replay_batch,
         prune_ratio=args.prune_ratio,
         retrain_steps=args.retrain_steps,
         retrain_lr=args.lr,
@@ -125,8 +126,12 @@ def run(args: argparse.Namespace) -> int:
         gpm_samples=args.gpm_samples,
         importance_strength=args.importance_strength,
         distill_lambda=args.distill_lambda,
+        feature_distance=args.feature_distance,
         vae_epochs=args.vae_epochs,
         vae_latent=args.vae_latent,
+        vae_hidden=args.vae_hidden,
+        vae_lr=args.vae_lr,
+        replay_weight=args.replay_weight,
         seed=args.seed,
     )
     check_scenario(strategy, scenario)

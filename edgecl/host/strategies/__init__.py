@@ -20,6 +20,7 @@ importance-lr  steps scaled down by accumulated Fisher importance         import
 kfac-ewc       EWC with a Kronecker-factored Fisher per Linear layer      kfac
 feature-distill  distil the previous extractor's features (L2)            feature_distill
 dgr            a VAE's samples, soft-labelled by the previous model       dgr
+pnn            a frozen column per task, laterals into the new (task-IL)  pnn
 =============  =========================================================  ==========
 
 :func:`make_strategy` builds one by name from flat keyword options; options a
@@ -58,6 +59,7 @@ from edgecl.host.strategies.multihead import MultiHead
 from edgecl.host.strategies.naive import Naive
 from edgecl.host.strategies.online_ewc import OnlineEWC
 from edgecl.host.strategies.packnet import PackNet
+from edgecl.host.strategies.pnn import PNN
 from edgecl.host.strategies.replay import Replay
 from edgecl.host.strategies.si import SI
 from edgecl.host.strategies.xdg import XdG
@@ -78,6 +80,7 @@ __all__ = [
     "MultiHead",
     "Naive",
     "OnlineEWC",
+    "PNN",
     "PackNet",
     "Replay",
     "Strategy",
@@ -110,6 +113,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         KFACEWC,
         FeatureDistill,
         DGR,
+        PNN,
     )
 }
 

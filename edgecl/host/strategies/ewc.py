@@ -34,9 +34,47 @@ from torch import nn
 from edgecl.errors import ConfigError
 from edgecl.host.strategies.base import Strategy, TaskView, quadratic_penalty, trainable
 
-__all__ = ["EWC", "FISHER_MODES", "diagonal_fisher"]
+__all__ = ["EWC", "FISHER_MODES", "check_fisher_options", "diagonal_fisher", "fisher_labels"]
 
 FISHER_MODES = ("empirical", "true")
+
+
+def check_fisher_options(
+    *,
+    ewc_lambda: float = 0.0,
+    fisher: str = "empirical",
+    fisher_batches: int = 1,
+    fisher_decay: float = 1.0,
+) -> None:
+    """Raise :class:`ConfigError` naming the first out-of-range option of a Fisher penalty.
+
+    Shared by ewc, online-ewc, kfac-ewc and importance-lr and by the Fisher
+    estimators, so every one of them accepts and refuses the same values.
+
+    >>> check_fisher_options(fisher="exact")
+    Traceback (most recent call last):
+    ...
+    edgecl.errors.ConfigError: fisher = 'exact': must be one of empirical, true
+    """
+    if ewc_lambda < 0:
+        raise ConfigError(f"ewc_lambda = {ewc_lambda}: must be >= 0")
+    if fisher not in FISHER_MODES:
+        raise ConfigError(f"fisher = {fisher!r}: must be one of {', '.join(FISHER_MODES)}")
+    if fisher_batches < 1:
+        raise ConfigError(f"fisher_batches = {fisher_batches}: must be >= 1")
+    if not 0.0 <= fisher_decay <= 1.0:
+        raise ConfigError(f"fisher_decay = {fisher_decay}: must be in [0, 1]")
+
+
+def fisher_labels(
+    logits: torch.Tensor, y: torch.Tensor, mode: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The observed labels (``"empirical"``), or labels drawn from the model (``"true"``)."""
+    if mode != "true":
+        return y
+    with torch.no_grad():
+        probs = torch.softmax(logits.detach(), dim=1).cpu()
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(y.device)
 
 
 def diagonal_fisher(
@@ -65,10 +103,7 @@ def diagonal_fisher(
     dict
         One tensor per trainable parameter, same shape, float32.
     """
-    if mode not in FISHER_MODES:
-        raise ConfigError(f"fisher = {mode!r}: must be one of {', '.join(FISHER_MODES)}")
-    if n_batches < 1:
-        raise ConfigError(f"fisher_batches = {n_batches}: must be >= 1")
+    check_fisher_options(fisher=mode, fisher_batches=n_batches)
     params = trainable(model)
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     was_training = model.training
@@ -76,11 +111,7 @@ def diagonal_fisher(
     try:
         for x, y, tid in task.cycle(n_batches):
             logits = task.logits(model, x, tid).float()
-            if mode == "true":
-                with torch.no_grad():
-                    probs = torch.softmax(logits, dim=1).cpu()
-                    y = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(x.device)
-            loss = nn.functional.cross_entropy(logits, y)
+            loss = nn.functional.cross_entropy(logits, fisher_labels(logits, y, mode, generator))
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for (n, _), g in zip(params.items(), grads, strict=True):
                 if g is not None:
@@ -117,12 +148,7 @@ class EWC(Strategy):
         fisher_batches: int = 300,
         seed: int = 0,
     ) -> None:
-        if ewc_lambda < 0:
-            raise ConfigError(f"ewc_lambda = {ewc_lambda}: must be >= 0")
-        if fisher not in FISHER_MODES:
-            raise ConfigError(f"fisher = {fisher!r}: must be one of {', '.join(FISHER_MODES)}")
-        if fisher_batches < 1:
-            raise ConfigError(f"fisher_batches = {fisher_batches}: must be >= 1")
+        check_fisher_options(ewc_lambda=ewc_lambda, fisher=fisher, fisher_batches=fisher_batches)
         self.ewc_lambda = float(ewc_lambda)
         self.fisher = fisher
         self.fisher_batches = int(fisher_batches)

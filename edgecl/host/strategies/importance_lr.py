@@ -33,7 +33,7 @@ from torch import nn
 from edgecl.errors import ConfigError
 from edgecl.host import ddp
 from edgecl.host.strategies.base import Strategy, TaskView, trainable
-from edgecl.host.strategies.ewc import FISHER_MODES, diagonal_fisher
+from edgecl.host.strategies.ewc import check_fisher_options, diagonal_fisher
 
 __all__ = ["ImportanceLR"]
 
@@ -70,10 +70,7 @@ class ImportanceLR(Strategy):
     ) -> None:
         if not importance_strength >= 0:
             raise ConfigError(f"importance_strength = {importance_strength}: must be >= 0")
-        if fisher not in FISHER_MODES:
-            raise ConfigError(f"fisher = {fisher!r}: must be one of {', '.join(FISHER_MODES)}")
-        if fisher_batches < 1:
-            raise ConfigError(f"fisher_batches = {fisher_batches}: must be >= 1")
+        check_fisher_options(fisher=fisher, fisher_batches=fisher_batches)
         self.importance_strength = float(importance_strength)
         self.fisher = fisher
         self.fisher_batches = int(fisher_batches)

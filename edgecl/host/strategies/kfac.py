@@ -40,9 +40,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgecl.errors import ConfigError
 from edgecl.host.strategies.base import Strategy, TaskView, trainable
-from edgecl.host.strategies.ewc import FISHER_MODES, _all_average, diagonal_fisher
+from edgecl.host.strategies.ewc import (
+    _all_average,
+    check_fisher_options,
+    diagonal_fisher,
+    fisher_labels,
+)
 
 __all__ = ["KFACEWC", "kronecker_factors", "linear_layers"]
 
@@ -69,10 +73,7 @@ def kronecker_factors(
     absent for a layer without bias), ``G`` is ``(d_out, d_out)``; float32.
     ``mode`` is as in :func:`~edgecl.host.strategies.ewc.diagonal_fisher`.
     """
-    if mode not in FISHER_MODES:
-        raise ConfigError(f"fisher = {mode!r}: must be one of {', '.join(FISHER_MODES)}")
-    if n_batches < 1:
-        raise ConfigError(f"fisher_batches = {n_batches}: must be >= 1")
+    check_fisher_options(fisher=mode, fisher_batches=n_batches)
     layers = linear_layers(model)
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     handles = [
@@ -87,11 +88,7 @@ def kronecker_factors(
         for x, y, tid in task.cycle(n_batches):
             seen.clear()
             logits = task.logits(model, x, tid).float()
-            if mode == "true":
-                with torch.no_grad():
-                    probs = torch.softmax(logits, dim=1).cpu()
-                    y = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(x.device)
-            loss = nn.functional.cross_entropy(logits, y)
+            loss = nn.functional.cross_entropy(logits, fisher_labels(logits, y, mode, generator))
             names = list(seen)
             grads = torch.autograd.grad(loss, [seen[n][1] for n in names], allow_unused=True)
             for n, g in zip(names, grads, strict=True):
@@ -154,14 +151,12 @@ class KFACEWC(Strategy):
         fisher_decay: float = 1.0,
         seed: int = 0,
     ) -> None:
-        if ewc_lambda < 0:
-            raise ConfigError(f"ewc_lambda = {ewc_lambda}: must be >= 0")
-        if fisher not in FISHER_MODES:
-            raise ConfigError(f"fisher = {fisher!r}: must be one of {', '.join(FISHER_MODES)}")
-        if fisher_batches < 1:
-            raise ConfigError(f"fisher_batches = {fisher_batches}: must be >= 1")
-        if not 0.0 <= fisher_decay <= 1.0:
-            raise ConfigError(f"fisher_decay = {fisher_decay}: must be in [0, 1]")
+        check_fisher_options(
+            ewc_lambda=ewc_lambda,
+            fisher=fisher,
+            fisher_batches=fisher_batches,
+            fisher_decay=fisher_decay,
+        )
         self.ewc_lambda = float(ewc_lambda)
         self.fisher = fisher
         self.fisher_batches = int(fisher_batches)

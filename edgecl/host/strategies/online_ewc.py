@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgecl.errors import ConfigError
 from edgecl.host.strategies.base import TaskView, trainable
-from edgecl.host.strategies.ewc import EWC, _all_average, diagonal_fisher
+from edgecl.host.strategies.ewc import EWC, _all_average, check_fisher_options, diagonal_fisher
 
 __all__ = ["OnlineEWC"]
 
@@ -39,8 +38,7 @@ class OnlineEWC(EWC):
         seed: int = 0,
     ) -> None:
         super().__init__(ewc_lambda, fisher, fisher_batches, seed)
-        if not 0.0 <= fisher_decay <= 1.0:
-            raise ConfigError(f"fisher_decay = {fisher_decay}: must be in [0, 1]")
+        check_fisher_options(fisher_decay=fisher_decay)
         self.fisher_decay = float(fisher_decay)
 
     def after_task(self, model: nn.Module, task: TaskView) -> None:
