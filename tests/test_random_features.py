@@ -12,7 +12,7 @@ import pytest
 from edgecl import LearnerConfig, StreamingLearner
 from edgecl.errors import BundleError, ConfigError
 from edgecl.eval import build_stream, load_dataset
-from edgecl.eval.random_features import expand_stream, first_seen
+from edgecl.eval.random_features import expand_stream, first_seen, validation_grid
 from edgecl.runtime.bundle import default_bundle_path
 from edgecl.runtime.manifest import check_manifest
 from edgecl.runtime.random_features import RandomFeatures, make_stage, median_gamma
@@ -47,6 +47,18 @@ def test_weights_are_drawn_as_documented():
     relu = RandomFeatures("relu", input_dim=16, m=4, seed=9)
     w = np.random.default_rng(9).standard_normal((4, 16)) / 4.0
     assert np.array_equal(relu.weights[0], w.astype(np.float32)) and relu.weights[1] is None
+
+
+@pytest.mark.parametrize("kind,gamma", [("rff", 0.05), ("relu", None)])
+def test_float32_transform_is_the_reference_to_float32_round_off(kind, gamma):
+    rf = RandomFeatures(kind, input_dim=40, m=300, gamma=gamma, seed=1)
+    x = np.random.default_rng(1).uniform(0, 1, size=(7, 40))
+    fast = rf.transform32(x)
+    assert fast.dtype == np.float32 and fast.shape == (7, 300)
+    np.testing.assert_allclose(fast, rf.transform(x, np.float64), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(rf.transform32(x[0]), fast[:1], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="inputs of length 39"):
+        rf.transform32(x[:, :39])
 
 
 def test_weight_statistics():
@@ -227,6 +239,39 @@ def test_embedded_images_are_tested_on_the_test_split(tmp_path):
     mean, std = first.mean(axis=0), first.std(axis=0)
     want = (data.x_test[np.isin(data.y_test, s.tasks[0].classes)] - mean) / std
     np.testing.assert_allclose(s.tasks[0].x_test, want, rtol=1e-5, atol=1e-5)
+
+
+def test_validation_grid_fits_and_scores_the_training_stream_only(tmp_path):
+    """(γ, ε) are scored on the last tenth of each task's training samples, by the batch
+    LDA a one-pass SLDA equals; the test split is never read (NaN here changes nothing)."""
+    import dataclasses
+
+    from host_helpers import write_image_npz
+
+    s = build_stream(load_dataset(write_image_npz(tmp_path / "i.npz", dim=12)), "class-il")
+    poisoned = dataclasses.replace(
+        s, tasks=tuple(dataclasses.replace(t, x_test=t.x_test * np.nan) for t in s.tasks)
+    )
+    g = median_gamma(first_seen(s))
+    rows = validation_grid(poisoned, 64, [g, 50 * g], [1e-4, 1e-1], holdout=0.25)
+    assert [(r["gamma"], r["shrinkage"]) for r in rows] == [
+        (g, 1e-4), (g, 1e-1), (50 * g, 1e-4), (50 * g, 1e-1)
+    ]  # fmt: skip
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    # The batch fit on the first 3/4 of each task: what a streaming learner would hold.
+    fit = [(t.train_set()[0], t.train_set()[1]) for t in s.tasks]
+    cut = [len(y) - round(len(y) * 0.25) for _, y in fit]
+    rf = RandomFeatures("rff", s.dim, 64, g, 0)
+    lr = StreamingLearner(LearnerConfig(dim=64, max_classes=s.n_classes, head="slda",
+                                        budget_bytes=10**6, slda_shrinkage=1e-4))  # fmt: skip
+    for (x, y), c in zip(fit, cut, strict=True):
+        lr.learn_many(rf.transform(x[:c]), y[:c])
+    xv = np.concatenate([x[c:] for (x, _), c in zip(fit, cut, strict=True)])
+    yv = np.concatenate([y[c:] for (_, y), c in zip(fit, cut, strict=True)])
+    streaming = float(np.mean(lr.predict_many(rf.transform(xv)) == yv))
+    assert rows[0]["accuracy"] == pytest.approx(streaming, abs=1.5 / len(yv))
+    # A kernel 50× too narrow (every pair far apart) scores worse on held-out samples.
+    assert rows[0]["accuracy"] > rows[2]["accuracy"]
 
 
 # -- manifest --------------------------------------------------------------------------------

@@ -149,3 +149,68 @@ def test_tool_docstring_examples(name: str) -> None:
 
     result = doctest.testmod(import_tool(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# -- accuracy against M (--rff-data) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rff_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A miniature split image stream (4 classes of 4×5 'images', 2 tasks) at M = 8 (lazy
+    SLDA) and 512 (the width from which eval's head uses Woodbury updates)."""
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(0, 255, size=(4, 4, 5))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 4, n)
+        x = np.clip(centres[y] + rng.normal(scale=40, size=(n, 4, 5)), 0, 255)
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    (x, y), (xt, yt) = draw(300), draw(80)
+    tmp = tmp_path_factory.mktemp("rff")
+    np.savez(tmp / "tiny.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    out = tmp / "rff.json"
+    argv = ["--rff-data", str(tmp / "tiny.npz"), "--rff-ms", "8", "512", "--rff-cap", "100000"]
+    argv += ["--rff-select", "--rff-gamma-mults", "0.5", "1", "--rff-shrinkages", "1e-4", "1e-2"]
+    assert scaling.main([*argv, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_rff_curve_schema_accuracy_and_budget(rff_report: dict) -> None:
+    from edgecl.learner.slda_woodbury import WoodburySLDAHead
+
+    assert rff_report["settings"]["rff"] and rff_report["settings"]["ms"] == [8, 512]
+    rows = rff_report["results"]
+    assert [r["m"] for r in rows] == [8, 512]
+    assert [r["slda"]["slda_update"] for r in rows] == ["lazy", "woodbury"]
+    assert rows[1]["exact_inversions"] >= 1 and rows[1]["drift"] < 1e-3
+    for r in rows:
+        assert 0.5 < r["avg_accuracy"] <= 1.0 and 0.0 < r["prequential_accuracy"] <= 1.0
+        assert r["gamma_source"] == "given"  # chosen by --rff-select
+        for key in ("learn_us", "learn_cpu_us", "predict_us", "stage_us"):
+            assert all(math.isfinite(v) and v >= 0 for v in r[key].values()), (key, r[key])
+        # The head edgecl eval makes at this width: state = exactly its planned bytes.
+        cfg = benchkit.config_for(r["m"], 4, 0, head="slda", **r["slda"])
+        assert r["state_bytes"] == plan_budget(cfg)["state_bytes"]
+        if r["slda"]["slda_update"] == "woodbury":
+            assert r["state_bytes"] == WoodburySLDAHead.nbytes_for(cfg)
+        assert r["fits_cap"] == (r["state_bytes"] <= 100_000)
+    assert rows[0]["state_bytes"] < rows[1]["state_bytes"]
+    # --rff-select: (γ, ε) chosen per M on the training stream's held-out tail, then used.
+    for r in rows:
+        grid = r["validation"]
+        assert len(grid) == 4 and sum(bool(v.get("chosen")) for v in grid) == 1
+        best = next(v for v in grid if v.get("chosen"))
+        assert best["accuracy"] == max(v["accuracy"] for v in grid)
+        assert (r["gamma"], r["shrinkage"]) == (best["gamma"], best["shrinkage"])
+        assert {round(v["gamma_mult"], 9) for v in grid} == {0.5, 1.0}
+    assert [r["fits_cap"] for r in rows] == [True, False]
+
+
+def test_rff_plot_is_written(rff_report: dict, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(rff_report))
+    png = tmp_path / "rff.png"
+    assert scaling.main(["--from-json", str(src), "--plot", str(png)]) == 0
+    assert png.stat().st_size > 1000

@@ -10,8 +10,8 @@ test-then-train, on one thread:
 * ``imu/<scenario>`` — the embedded smartwatch IMU windows as hand-made
   features (``--embeddings features``, default) or as the default bundle's ONNX
   embeddings (``--embeddings bundle``), class-IL and domain-IL;
-* ``mnist/class-il`` — split-MNIST raw pixels from ``--data`` (when present),
-  ``--limit`` samples per task.
+* ``mnist/class-il``, ``fashion/class-il`` — split-MNIST / split Fashion-MNIST
+  raw pixels from ``--data`` (when present), ``--limit`` samples per task.
 
 For each learner: final average accuracy over the tasks (``R[T-1, :]`` on each
 task's test set, optionally subsampled by ``--test-limit``, the same subset for
@@ -100,16 +100,27 @@ def make_streams(args: argparse.Namespace) -> list[tuple[str, Stream]]:
         for sc in args.scenarios:
             stream = build_stream(ds, sc, limit=args.imu_limit, seed=args.seed)
             streams.append((f"{prefix}/{sc}", stream))
-    mnist = args.data / "mnist.npz"
-    if "mnist" in args.suites:
-        if mnist.is_file():
-            ds = load_dataset(mnist)
-            streams.append(
-                ("mnist/class-il", build_stream(ds, "class-il", limit=args.limit, seed=args.seed))
-            )
+    for suite, file in (("mnist", "mnist.npz"), ("fashion", "fashion_mnist.npz")):
+        path = args.data / file
+        if suite not in args.suites:
+            continue
+        if path.is_file():
+            stream = build_stream(load_dataset(path), "class-il", limit=args.limit, seed=args.seed)
+            streams.append((f"{suite}/class-il", stream))
         else:
-            print(f"skipping mnist: {mnist} not found (pass --data DIR)", file=sys.stderr)
+            print(f"skipping {suite}: {path} not found (pass --data DIR)", file=sys.stderr)
     return streams
+
+
+def _make(spec: LearnerSpec, stream: Stream, seed: int) -> Any:
+    """The spec's learner for ``stream``, primed with the stream's first training samples
+    when it wants them (a random-feature stage's γ)."""
+    learner = spec.make(stream.dim, stream.n_classes, seed)
+    if hasattr(learner, "prime"):
+        from edgecl.eval.random_features import first_seen
+
+        learner.prime(first_seen(stream))
+    return learner
 
 
 def task_test_sets(
@@ -135,7 +146,7 @@ def traced_bytes(
     tracemalloc.start()  # blocks allocated before this are never counted, freed or not
     try:
         base = tracemalloc.get_traced_memory()[0]
-        learner = spec.make(stream.dim, stream.n_classes, seed)
+        learner = _make(spec, stream, seed)
         for k, (x, y, _) in enumerate(stream.samples()):
             if samples is not None and k >= samples:
                 break
@@ -172,7 +183,7 @@ def timed_pass(
 ) -> Pass:
     """A fresh learner, test-then-train over ``stream``; every call timed on its own."""
     t_start = time.perf_counter()
-    learner = spec.make(stream.dim, stream.n_classes, seed)
+    learner = _make(spec, stream, seed)
     n, ends = stream.n_train, stream.boundaries
     n_tasks = len(stream.tasks)
     R = np.full((n_tasks, n_tasks), np.nan) if evaluate else None
@@ -263,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    ap.add_argument("--suites", nargs="+", choices=["imu", "mnist"], default=["imu", "mnist"])
+    ap.add_argument(
+        "--suites", nargs="+", choices=["imu", "mnist", "fashion"], default=["imu", "mnist"]
+    )
     ap.add_argument("--scenarios", nargs="+", choices=IMU_SCENARIOS, default=list(IMU_SCENARIOS))
     ap.add_argument(
         "--embeddings",
@@ -271,8 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         default="features",
         help="IMU input: hand-made window features or the default bundle's embeddings",
     )
-    ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="holds mnist.npz")
-    ap.add_argument("--limit", type=int, default=1000, help="MNIST training samples per task")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data"),
+        help="holds mnist.npz, fashion_mnist.npz",
+    )
+    ap.add_argument(
+        "--limit", type=int, default=1000, help="MNIST / Fashion training samples per task"
+    )
     ap.add_argument("--imu-limit", type=int, default=None, help="IMU training samples per task")
     ap.add_argument("--test-limit", type=int, default=500, help="test samples per task")
     ap.add_argument(
@@ -294,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         default=2000,
         help="samples learned in the tracemalloc pass (it is slow)",
     )
+    ap.add_argument("--rff-m", type=int, help="add edgecl SLDA behind an rff stage of M features")
+    ap.add_argument("--rff-shrinkage", type=float, help="its slda_shrinkage (default: config's)")
+    ap.add_argument("--er-slots", type=int, help="add torch experience replay with N slots")
     ap.add_argument("--warmup", type=int, default=20, help="untimed first calls")
     ap.add_argument(
         "--repeats", type=int, default=3, help="timed passes per learner (least disturbed kept)"
@@ -334,7 +357,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{info['python']}; numpy {info['numpy']}; torch {info['torch']}; 1 thread"
     )
     print(f"avalanche: {aval}")
-    specs = learner_specs()
+    specs = learner_specs(args.rff_m, args.rff_shrinkage, args.er_slots)
     if args.learners:
         specs = [s for s in specs if any(k in s.name for k in args.learners)]
     try:
@@ -386,7 +409,7 @@ def _run(args: argparse.Namespace) -> int:
             "name": name,
             "dataset": stream.dataset,
             "scenario": stream.scenario,
-            "embeddings": "pixels" if name.startswith("mnist") else args.embeddings,
+            "embeddings": "pixels" if name.startswith(("mnist", "fashion")) else args.embeddings,
             "n_train": stream.n_train,
             "n_tasks": len(stream.tasks),
             "dim": stream.dim,

@@ -34,6 +34,25 @@ The fitted slope of log(time) against log(axis) over the upper half of each
 axis is printed as the empirical exponent.
 
     python tools/bench_scaling.py --json scaling.json --plot tools/figures/scaling.png
+
+**Accuracy against M** (``--rff-data D.npz``, instead of the axes above): the
+image data's class-IL stream (split-MNIST: 5 tasks of 2 digits, raw pixels in
+[0, 1], one pass, one sample at a time, no stored exemplars) through an ``rff``
+stage of each ``--rff-ms`` M (γ by the median heuristic on the first 1,000
+training samples seen, or ``--rff-gamma``) into the SLDA head ``edgecl eval``
+makes at that width (Woodbury, float32, ``slda_batch`` 64): final average
+accuracy, prequential accuracy, µs per ``learn_one`` / ``predict_one`` (wall
+and this thread's CPU time, which other processes on a shared machine disturb
+less), the stage's own µs (numpy in float32; the device runs it in the ONNX graph), state
+bytes against ``--rff-cap`` (64 MB), exact inversions and the final drift.
+``--rff-select`` first picks γ (multiples of the median heuristic) and the SLDA
+shrinkage ε per M on a validation split of the training stream (the last 10 %
+of each task, :func:`edgecl.eval.random_features.validation_grid`); the test
+sets are read once, by the final pass::
+
+    python tools/bench_scaling.py --rff-data ../shared/data/mnist.npz \\
+        --rff-ms 256 512 1024 2048 3072 --rff-select --json tools/figures/scaling-rff.json \\
+        --plot tools/figures/scaling-rff.png
 """
 
 from __future__ import annotations
@@ -52,7 +71,7 @@ from typing import Any
 
 from edgecl import StreamingLearner
 
-__all__ = ["AXES", "HEADS", "main", "measure"]
+__all__ = ["AXES", "HEADS", "main", "measure", "rff_point"]
 
 HEADS: dict[str, dict[str, Any]] = {
     "ncm": {"head": "ncm"},
@@ -262,6 +281,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="OUT", help="write every number here")
     ap.add_argument("--plot", metavar="OUT.png", help="time and memory against each axis")
     ap.add_argument("--from-json", metavar="IN.json", help="measure nothing: print and plot this")
+    r = ap.add_argument_group("accuracy against M (replaces the axes)")
+    r.add_argument("--rff-data", metavar="D.npz", help="image data: split it class-IL, rff stage")
+    r.add_argument("--rff-ms", type=int, nargs="+", default=[256, 512, 1024, 2048, 3072])
+    r.add_argument("--rff-gamma", type=float, help="kernel width (default: median heuristic)")
+    r.add_argument("--rff-shrinkage", type=float, help="slda_shrinkage (default: the config's)")
+    r.add_argument("--rff-limit", type=int, help="training samples per task (default: all)")
+    r.add_argument("--rff-cap", type=int, default=64_000_000, help="state budget to report")
+    r.add_argument(
+        "--rff-select",
+        action="store_true",
+        help="choose γ and the shrinkage per M on a validation split of the training stream",
+    )
+    r.add_argument("--rff-gamma-mults", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0])
+    r.add_argument("--rff-shrinkages", type=float, nargs="+", default=[1e-4, 1e-5, 1e-6, 1e-7])
+    r.add_argument("--rff-holdout", type=float, default=0.1, help="validation share of each task")
     args = ap.parse_args(argv)
     with benchkit.one_thread():
         return _run(args)
@@ -270,8 +304,18 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.from_json:
         report = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+    elif args.rff_data:
+        report = _measure_rff(args)
     else:
         report = _measure_all(args)
+    if "rff" in report["settings"]:
+        _print_rff(report)
+        if args.json and not args.from_json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        if args.plot:
+            plot_rff(report, args.plot)
+        return 0
     _print(report)
     if args.json and not args.from_json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -340,6 +384,195 @@ def _print(report: dict[str, Any]) -> None:
         for head, s in per.items():
             cells = " | ".join("–" if v is None else f"{v:.2f}" for v in s.values())
             print(f"| {axis} | {head} | {cells} |")
+
+
+# -- accuracy against M --------------------------------------------------------------
+
+
+def rff_point(stream: Any, m: int, gamma: float | None, shrinkage: float | None) -> dict:
+    """One pass of ``stream`` through an rff stage of ``m`` features into the wide SLDA head
+    ``edgecl eval`` makes; accuracy, µs (wall and thread CPU) and state bytes."""
+    from edgecl.eval.random_features import expand_stream
+    from edgecl.learner.slda_woodbury import large_dim_options
+
+    wide, rf, source = expand_stream(stream, m, kind="rff", gamma=gamma)
+    extra = {} if shrinkage is None else {"slda_shrinkage": shrinkage}
+    opts = {**large_dim_options("slda", m), **extra}
+    cfg = benchkit.config_for(m, stream.n_classes, 0, head="slda", **opts)
+    lr = StreamingLearner(cfg)
+    n = wide.n_train
+    t = np.zeros((4, n), np.int64)  # learn wall, learn cpu, predict wall, predict cpu
+    correct = np.zeros(n, bool)
+    wall, cpu = time.perf_counter_ns, time.thread_time_ns
+    for k, (x, y, _) in enumerate(wide.samples()):
+        w0, c0 = wall(), cpu()
+        pred = lr.predict_one(x)
+        w1, c1 = wall(), cpu()
+        lr.learn_one(x, y)
+        w2, c2 = wall(), cpu()
+        t[:, k] = (w2 - w1, c2 - c1, w1 - w0, c1 - c0)
+        correct[k] = pred == y
+    final = [float(np.mean(lr.predict_many(x) == y)) for x, y in (a.test_set() for a in wide.tasks)]
+    raw = stream.tasks[0].train_set()[0][:200]
+    t_stage = np.zeros(len(raw), np.int64)
+    for i, x in enumerate(raw):
+        t0 = wall()
+        rf.transform32(x)
+        t_stage[i] = wall() - t0
+    head = lr.head
+    exact = getattr(head, "exact_inversions", None)
+    drift = head.drift() if hasattr(head, "drift") else None
+    return {
+        "m": m,
+        "gamma": rf.gamma,
+        "gamma_source": source,
+        "shrinkage": cfg.slda_shrinkage,
+        "slda": {k: getattr(cfg, k) for k in ("slda_update", "slda_dtype", "slda_batch")},
+        "avg_accuracy": round(float(np.mean(final)), 12),  # mean_j R[T-1, j]
+        "final_accuracy_per_task": final,
+        "prequential_accuracy": float(correct.mean()),
+        "learn_us": benchkit.summary_us(t[0]),
+        "learn_cpu_us": benchkit.summary_us(t[1]),
+        "predict_us": benchkit.summary_us(t[2]),
+        "predict_cpu_us": benchkit.summary_us(t[3]),
+        "stage_us": benchkit.summary_us(t_stage),
+        "state_bytes": int(lr.memory_report()["state_bytes"]),
+        "exact_inversions": exact,
+        "drift": drift,
+        "n_train": n,
+    }
+
+
+def _measure_rff(args: argparse.Namespace) -> dict[str, Any]:
+    from edgecl.eval.datasets import load_dataset
+    from edgecl.eval.streams import build_stream
+
+    info = benchkit.machine()
+    stream = build_stream(load_dataset(args.rff_data), "class-il", limit=args.rff_limit)
+    rows = []
+    t_all = time.perf_counter()
+    for m in args.rff_ms:
+        t0 = time.perf_counter()
+        gamma, shrinkage, grid = args.rff_gamma, args.rff_shrinkage, None
+        if args.rff_select:
+            gamma, shrinkage, grid = _select(stream, m, args)
+        row = rff_point(stream, m, gamma, shrinkage)
+        row["fits_cap"] = row["state_bytes"] <= args.rff_cap
+        if grid is not None:
+            row["validation"] = grid
+        rows.append(row)
+        print(f"  M={m}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return {
+        "machine": {**info, "loadavg_end": benchkit.machine()["loadavg"]},
+        "settings": {
+            "rff": True,
+            "data": str(args.rff_data),
+            "dataset": stream.dataset,
+            "scenario": "class-il",
+            "n_tasks": len(stream.tasks),
+            "ms": args.rff_ms,
+            "gamma": args.rff_gamma,
+            "shrinkage": args.rff_shrinkage,
+            "limit": args.rff_limit,
+            "cap_bytes": args.rff_cap,
+            "select": args.rff_select
+            and {
+                "gamma_mults": args.rff_gamma_mults,
+                "shrinkages": args.rff_shrinkages,
+                "holdout": args.rff_holdout,
+            },
+        },
+        "results": rows,
+        "seconds": round(time.perf_counter() - t_all, 1),
+    }
+
+
+def _select(stream: Any, m: int, args: argparse.Namespace) -> tuple[float, float, list[dict]]:
+    """(γ, ε) with the best validation accuracy (ties: γ nearest the median heuristic, then
+    the larger ε); the whole grid for the report."""
+    from edgecl.eval.random_features import first_seen, validation_grid
+    from edgecl.runtime.random_features import median_gamma
+
+    g0 = median_gamma(first_seen(stream))
+    gammas = [g0 * k for k in args.rff_gamma_mults]
+    grid = validation_grid(stream, m, gammas, args.rff_shrinkages, holdout=args.rff_holdout)
+    for row in grid:
+        row["gamma_mult"] = row["gamma"] / g0
+    best = min(grid, key=lambda r: (-r["accuracy"], abs(np.log(r["gamma_mult"])), -r["shrinkage"]))
+    best["chosen"] = True
+    return best["gamma"], best["shrinkage"], grid
+
+
+def _print_rff(report: dict[str, Any]) -> None:
+    info, st = report["machine"], report["settings"]
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, load {info['loadavg']} → "
+        f"{info.get('loadavg_end', '?')}; numpy {info['numpy']}; 1 thread"
+    )
+    print(f"\n### {st['dataset']} class-IL ({st['n_tasks']} tasks), rff stage of M features\n")
+    print(
+        "| M | γ | ε | avg acc | preq. acc | learn µs mean / p99 (cpu: mean / p99) "
+        "| predict µs p99 | stage µs p50 | state MB | exact inv. | drift |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in report["results"]:
+        lu, lc, pu = r["learn_us"], r["learn_cpu_us"], r["predict_us"]
+        cap = "" if r["fits_cap"] else " (over cap)"
+        drift = "–" if r["drift"] is None else f"{r['drift']:.1e}"
+        print(
+            f"| {r['m']:,} | {r['gamma']:.4g} | {r['shrinkage']:.0e} | {r['avg_accuracy']:.4f} "
+            f"| {r['prequential_accuracy']:.4f} | {lu['mean']:.0f} / {lu['p99']:.0f} "
+            f"({lc['mean']:.0f} / {lc['p99']:.0f}) | {pu['p99']:.0f} | {r['stage_us']['p50']:.0f} "
+            f"| {r['state_bytes'] / 1e6:.1f}{cap} | {r['exact_inversions']} | {drift} |"
+        )
+    for r in (r for r in report["results"] if "validation" in r):
+        cells = ", ".join(
+            f"γ×{v['gamma_mult']:.2g} ε={v['shrinkage']:.0e}: {v['accuracy']:.4f}"
+            + (" ←" if v.get("chosen") else "")
+            for v in r["validation"]
+        )
+        print(f"validation M={r['m']}: {cells}")
+
+
+def plot_rff(report: dict[str, Any], path: str) -> None:
+    """Accuracy, µs per call and state bytes against M."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["results"]
+    ms = [r["m"] for r in rows]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax[0].plot(ms, [r["avg_accuracy"] for r in rows], "o-", label="final avg accuracy")
+    ax[0].plot(ms, [r["prequential_accuracy"] for r in rows], "s--", label="prequential")
+    ax[0].set_ylabel("accuracy")
+    ax[1].plot(ms, [r["learn_us"]["mean"] for r in rows], "o-", label="learn mean")
+    ax[1].plot(ms, [r["learn_cpu_us"]["mean"] for r in rows], "o:", label="learn mean (cpu)")
+    ax[1].plot(ms, [r["learn_us"]["p99"] for r in rows], "^-", label="learn p99")
+    ax[1].plot(ms, [r["learn_cpu_us"]["p99"] for r in rows], "^:", label="learn p99 (cpu)")
+    ax[1].plot(ms, [r["predict_us"]["p99"] for r in rows], "s-", label="predict p99")
+    ax[1].axhline(500, c="gray", lw=0.8, ls="--")
+    ax[1].axhline(1000, c="gray", lw=0.8, ls=":")
+    ax[1].set_yscale("log")
+    ax[1].set_ylabel("µs per call (one thread)")
+    ax[2].plot(ms, [r["state_bytes"] / 1e6 for r in rows], "o-", label="state")
+    ax[2].axhline(report["settings"]["cap_bytes"] / 1e6, c="gray", lw=0.8, ls="--", label="cap")
+    ax[2].set_ylabel("state MB")
+    st = report["settings"]
+    for a in ax:
+        a.set_xlabel("random features M")
+        a.set_xscale("log", base=2)
+        a.grid(alpha=0.3, linewidth=0.5)
+        a.legend(fontsize=7)
+    wide = [r["m"] for r in rows if r["slda"]["slda_update"] == "woodbury"]
+    head = f"Woodbury from M = {min(wide)}" if wide else "lazy"
+    ax[0].set_title(f"{st['dataset']} class-IL, rff → SLDA ({head})", fontsize=9)
+    ax[1].set_title(f"load {report['machine']['loadavg']}", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Families:
 
 * ``edgecl`` — :class:`edgecl.StreamingLearner` with the README's head settings
   (``tools/report_eval.py`` ROWS). edgecl's own input validation (float64
-  conversion, shape and finiteness checks) is inside its timed calls.
+  conversion, shape and finiteness checks) is inside its timed calls. Plus
+  :class:`EdgeclRff`, SLDA behind an ``rff`` stage of 2,048 features; a learner
+  with a ``prime(first_samples)`` method is primed before each pass (untimed).
 * ``torch`` — edgecl's softmax head as the same algorithm in torch
   (:class:`TorchSoftmax`: a zero-initialised linear layer, ``torch.optim.SGD``
   on the new sample plus ``replay_k`` distinct rows of a float16 reservoir
@@ -36,7 +38,7 @@ from report_eval import ROWS
 
 from edgecl import LearnerConfig, OnlineFisher, StreamingLearner
 
-__all__ = ["LearnerSpec", "avalanche_status", "learner_specs"]
+__all__ = ["EdgeclRff", "LearnerSpec", "avalanche_status", "learner_specs"]
 
 INSTALL_HINT = "not installed: pip install 'edgecl[peers]'"
 EDGECL_ROWS = ("ncm", "slda", "softmax", "softmax+replay", "softmax+replay+ewc")
@@ -77,6 +79,58 @@ class EdgeclLearner:
         return self.lr.predict_many(X)
 
     def memory(self) -> tuple[int, str]:
+        return self.lr.memory_report()["state_bytes"], "state"
+
+
+class EdgeclRff:
+    """edgecl's SLDA behind a random-feature stage (RanDumb: ``rff`` of the raw input into a
+    streaming LDA), as ``edgecl eval --random-features M`` builds it: γ by the median
+    heuristic on the first 1,000 training samples of the stream (:meth:`prime`, before the
+    pass), the wide head's Woodbury/float32 defaults. The stage (numpy in float32, as the
+    ONNX graph computes it) runs inside the timed ``predict_one`` — once per sample;
+    ``learn_one`` reuses its output."""
+
+    def __init__(
+        self, dim: int, n_classes: int, seed: int, m: int = 2048, shrinkage: float | None = None
+    ) -> None:
+        self.dim, self.n_classes, self.seed, self.m = dim, n_classes, seed, m
+        self.shrinkage = shrinkage
+        self.rf: Any = None
+        self.lr: StreamingLearner | None = None
+        self._last: tuple[Any, np.ndarray] | None = None
+
+    def prime(self, first: np.ndarray) -> None:
+        from edgecl.learner.slda_woodbury import large_dim_options
+        from edgecl.runtime.random_features import make_stage
+
+        self.rf, _ = make_stage("rff", self.m, self.dim, seed=self.seed, samples=lambda: first)
+        extra = {} if self.shrinkage is None else {"slda_shrinkage": self.shrinkage}
+        opts = {**large_dim_options("slda", self.m), **extra}
+        cfg = config_for(self.m, self.n_classes, 0, self.seed, head="slda", **opts)
+        self.lr = StreamingLearner(cfg)
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def _phi(self, x: np.ndarray) -> np.ndarray:
+        if self._last is None or self._last[0] is not x:
+            self._last = (x, self.rf.transform32(x)[0])
+        return self._last[1]
+
+    def learn_one(self, x: np.ndarray, y: int) -> None:
+        assert self.lr is not None, "prime() first"
+        self.lr.learn_one(self._phi(x), y)
+
+    def predict_one(self, x: np.ndarray) -> int:
+        assert self.lr is not None, "prime() first"
+        return self.lr.predict_one(self._phi(x))
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        assert self.lr is not None, "prime() first"
+        return self.lr.predict_many(self.rf.transform32(X))
+
+    def memory(self) -> tuple[int, str]:
+        assert self.lr is not None, "prime() first"
         return self.lr.memory_report()["state_bytes"], "state"
 
 
@@ -393,12 +447,27 @@ def _sklearn(factory: Callable[[int], Any]) -> Callable[[int, int, int], Sklearn
     return lambda dim, n_classes, seed: SklearnLearner(factory(seed), n_classes)
 
 
-def learner_specs() -> list[LearnerSpec]:
-    """Every learner of the comparison; ``skip`` is set for those that cannot run here."""
+def learner_specs(
+    rff_m: int | None = None, rff_shrinkage: float | None = None, er_slots: int | None = None
+) -> list[LearnerSpec]:
+    """Every learner of the comparison; ``skip`` is set for those that cannot run here.
+
+    Opt-in rows: ``rff_m`` adds ``edgecl slda+rff<M>`` (:class:`EdgeclRff`, with
+    ``rff_shrinkage`` if given), ``er_slots`` a torch experience-replay learner with that
+    many slots (:class:`TorchSoftmax` with replay, no EWC)."""
     specs = [
         LearnerSpec(f"edgecl {row}", "edgecl", lambda d, c, s, r=row: EdgeclLearner(r, d, c, s))
         for row in EDGECL_ROWS
     ]
+    if rff_m:
+        specs.append(
+            LearnerSpec(
+                f"edgecl slda+rff{rff_m}",
+                "edgecl",
+                lambda d, c, s: EdgeclRff(d, c, s, m=rff_m, shrinkage=rff_shrinkage),
+                note=f"rff stage of {rff_m:,} features (median-heuristic γ) before a Woodbury SLDA",
+            )
+        )
     has = {m: importlib.util.find_spec(m) is not None for m in ("torch", "river", "sklearn")}
     torch_skip = None if has["torch"] else "not installed: pip install 'edgecl[host]'"
     specs += [
@@ -413,6 +482,18 @@ def learner_specs() -> list[LearnerSpec]:
             "torch",
             lambda d, c, s: TorchSoftmax(d, c, s, replay_k=8, ewc_lambda=1.0),
             torch_skip,
+        ),
+        *(
+            [
+                LearnerSpec(
+                    f"torch ER-{er_slots} (softmax+replay, {er_slots} slots)",
+                    "torch",
+                    lambda d, c, s: TorchSoftmax(d, c, s, 8, 0.0, slots=er_slots),
+                    torch_skip,
+                )
+            ]
+            if er_slots
+            else []
         ),
         LearnerSpec(
             "avalanche-slda (transcribed)",

@@ -170,6 +170,25 @@ class RandomFeatures:
             out[i : i + _CHUNK] = z
         return out
 
+    def transform32(self, x: Any) -> np.ndarray:
+        """The features in float32 arithmetic, as the ONNX graph computes them (within ~1e-6
+        of :meth:`transform`, which converts ``W`` to float64 on every call): for one
+        sample at a time, where that conversion would cost more than the features."""
+        a = np.asarray(x, dtype=np.float32)
+        a = a.reshape(a.shape[0], -1) if a.ndim >= 2 else a.reshape(1, -1)
+        if a.shape[1] != self.input_dim:
+            raise ValueError(
+                f"random features: inputs of length {a.shape[1]}; the stage takes {self.input_dim}"
+            )
+        w, b = self.weights
+        z = a @ w.T
+        if b is None:
+            return np.maximum(z, 0.0, out=z)
+        z += b
+        np.cos(z, out=z)
+        z *= np.float32(self.scale)
+        return z
+
     def to_json(self) -> dict[str, Any]:
         """The manifest's ``random_features`` entry: everything that makes the weights."""
         return {
