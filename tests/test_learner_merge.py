@@ -208,6 +208,23 @@ def test_softmax_merge_is_an_average_and_statistics_are_refused():
         a.statistics()
 
 
+def test_woodbury_slda_merges_exactly_too():
+    """The large-dimension SLDA (Woodbury updates, rows in flight) merges like the lazy one."""
+    X, y = _data(5, 700)
+    cfg = _cfg(slda_update="woodbury", slda_batch=8)
+    union = StreamingLearner(cfg)
+    union.learn_many(X, y)
+    a, b = StreamingLearner(cfg), StreamingLearner(cfg)
+    a.learn_many(X[:333], y[:333])  # leaves rows queued / a fold half done
+    b.learn_many(X[333:], y[333:])
+    a.merge(b)
+    _assert_same_head(a, union)
+    np.testing.assert_array_equal(a.predict_many(X), union.predict_many(X))
+    a.learn_many(X[:50], y[:50])  # and keeps learning from the rebuilt precision
+    union.learn_many(X[:50], y[:50])
+    _assert_same_head(a, union)
+
+
 def test_merged_state_saves_and_loads(tmp_path):
     X, y = _data(0, 100)
     a, b = StreamingLearner(_cfg()), StreamingLearner(_cfg())
