@@ -289,3 +289,16 @@ def test_torch_softmax_replays_k_distinct_rows_as_edgecl_draws_them(
             idx = t._choose(8)
             assert idx == buf._choose(8).tolist()
             assert len(set(idx)) == min(8, stored) and all(0 <= i < stored for i in idx)
+
+
+def test_rff_and_er_rows(tmp_path: Path) -> None:
+    """The opt-in rows: SLDA behind a random-feature stage, and torch ER with N slots."""
+    pytest.importorskip("torch")
+    rep = _tiny(tmp_path, "--no-trace", "--learners", "edgecl slda", "ER-16",
+                "--rff-m", "32", "--rff-shrinkage", "1e-3", "--er-slots", "16")  # fmt: skip
+    (s,) = rep["streams"]
+    names = [r["learner"] for r in s["results"]]
+    assert "edgecl slda+rff32" in names, names
+    assert any(n.startswith("torch ER-16") for n in names), names
+    for r in s["results"]:
+        _check_row(r)
