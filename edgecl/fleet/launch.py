@@ -237,12 +237,11 @@ class FlowerProcesses:
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         deadline = time.monotonic() + timeout
-        while (left := _helpers_of(pids)) and time.monotonic() < deadline:
+        while _helpers_of(pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in _helpers_of(pids):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        del left
 
     def __enter__(self) -> FlowerProcesses:
         return self

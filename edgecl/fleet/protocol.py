@@ -28,7 +28,6 @@ leaves the global untouched.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from edgecl.learner import StreamingLearner
 from edgecl.learner.merge import HeadStats
+from edgecl.learner.state import canonical_json
 
 __all__ = ["FleetDevice", "FleetError", "FleetServer", "Upload", "config_digest"]
 
@@ -50,8 +50,7 @@ class FleetError(EdgeclError, ValueError):
 
 def config_digest(learner: StreamingLearner) -> str:
     """sha256 of the learner config (tag included): two learners merge only if equal."""
-    text = json.dumps(learner.config.to_dict(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(learner.config.to_dict()).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ class FleetServer:
         if up.seq <= self.counted.get(up.device, -1):
             raise FleetError(f"{up.device}: upload {up.seq} was already counted")
         try:
-            self.global_._like(up.delta)
+            self.global_.check_like(up.delta)
         except EdgeclError as exc:
             raise FleetError(f"{up.device}: {exc}") from None
         if self.max_rate is not None:

@@ -311,7 +311,6 @@ class SLDAHead(_Head):
     def set_statistics(self, st: HeadStats) -> None:
         """Replace everything learned by ``st`` (validated by the caller) and rebuild
         the derived arrays exactly (:meth:`refresh` with ``force``)."""
-        self.refresh(force=True)  # a head that folds rows in flight settles its queues first
         self.counts_[...] = st.counts
         self.weights_[...] = st.weights
         self.means_[...] = st.means

@@ -352,7 +352,7 @@ class StreamingLearner:
         """Replace the head's statistics by ``stats`` (validated first; derived arrays
         are rebuilt exactly). The fleet client uses this to adopt a merged head."""
         mine = self.statistics()
-        mine._like(stats)
+        mine.check_like(stats)
         stats.validate("merged statistics")
         self.head.set_statistics(stats)
 

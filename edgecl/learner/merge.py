@@ -38,13 +38,13 @@ exists — an approximation, unlike the prototype heads' merge.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgecl.errors import ConfigError, StateFileError
+from edgecl.learner.state import arrays_digest
 
 if TYPE_CHECKING:
     from edgecl.learner.learner import StreamingLearner
@@ -125,7 +125,8 @@ class HeadStats:
                 raise StateFileError(f"{where}: scatter has a negative diagonal")
         return self
 
-    def _like(self, other: HeadStats) -> None:
+    def check_like(self, other: HeadStats) -> None:
+        """Raise :class:`~edgecl.errors.ConfigError` unless ``other`` has this head's shape."""
         if not isinstance(other, HeadStats):
             raise TypeError(f"cannot combine HeadStats with {type(other).__name__}")
         if other.sums.shape != self.sums.shape or (other.scatter is None) != (self.scatter is None):
@@ -137,7 +138,7 @@ class HeadStats:
 
     def __add__(self, other: HeadStats) -> HeadStats:
         """The statistics of both sample sets together (exact, order-free)."""
-        self._like(other)
+        self.check_like(other)
         W = self.weights + other.weights
         sums = self.sums + other.sums
         S = None
@@ -154,7 +155,7 @@ class HeadStats:
     def __sub__(self, part: HeadStats) -> HeadStats:
         """What ``self`` holds beyond ``part`` (``part`` must be a subset of it): the
         inverse of ``+``, so ``part + (self - part)`` equals ``self`` to round-off."""
-        self._like(part)
+        self.check_like(part)
         counts = self.counts - part.counts
         if (counts < 0).any():
             bad = np.flatnonzero(counts < 0).tolist()
@@ -206,12 +207,7 @@ class HeadStats:
 
     def digest(self) -> str:
         """sha256 of the arrays (names, dtypes, shapes, bytes): identifies a snapshot."""
-        h = hashlib.sha256()
-        for name, a in sorted(self.arrays().items()):
-            a = np.ascontiguousarray(a)
-            h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-            h.update(a.tobytes())
-        return h.hexdigest()
+        return arrays_digest(self.arrays())
 
 
 def check_compatible(learners: list[StreamingLearner], where: list[str] | None = None) -> None:
